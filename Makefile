@@ -1,0 +1,48 @@
+# kmt: the two commands of the README, and a few helpers.
+#   make book   build the site at the laptop size into _build/html
+#   make test   unit tests on TensorFlow, JAX and PyTorch, every chapter under nbval, strict site build
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+BOOK_STAMP := $(VENV)/.book-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: book test install install-dev sync benchmarks clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(BOOK_STAMP): requirements.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt -e .
+	touch $@
+
+$(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e .
+	touch $(BOOK_STAMP) $@
+
+install: $(BOOK_STAMP)
+install-dev: $(DEV_STAMP)
+
+# The published site is built at the laptop size; other sizes (KMT_SIZE=full on a GPU,
+# KMT_SIZE=smoke) get their own folder and execution cache under _build/<size>.
+KMT_SIZE ?= laptop
+BOOK_OUT := $(if $(filter laptop,$(KMT_SIZE)),.,_build/$(KMT_SIZE))
+
+book: $(BOOK_STAMP)
+	KMT_SIZE=$(KMT_SIZE) $(VENV)/bin/jupyter-book build book --config _config.yml --toc _toc.yml \
+		--path-output $(BOOK_OUT) -W -n --keep-going
+	@echo "The site is in $(abspath $(BOOK_OUT))/_build/html (open index.html there in a browser)."
+
+test: $(DEV_STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash tools/run_tests.sh
+
+sync: $(BOOK_STAMP)
+	$(PY) tools/sync_chapters.py
+
+benchmarks: $(DEV_STAMP)
+	$(PY) benchmarks/warp.py
+
+clean:
+	rm -rf _build
