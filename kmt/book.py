@@ -9,7 +9,9 @@ Every chapter runs at one of three sizes, picked by the environment variable
   laptop finishes (the whole book in about 20 minutes on 2 cores);
 * ``full``: the sizes of the paper, for a GPU.
 
-Only sizes and step counts change between them, never the code path.
+Only sizes and step counts change between them, never the code path. The module
+also loads the sample photograph the chapters use and the recorded benchmark
+results they display.
 """
 
 import os
@@ -32,3 +34,49 @@ def size():
 def pick(smoke, laptop, full):
     """The argument that belongs to the current size, e.g. ``steps = pick(5, 200, 2000)``."""
     return {"smoke": smoke, "laptop": laptop, "full": full}[size()]
+
+
+def load_sample_image(size=256):
+    """The photograph the chapters warp: ``(1, size, size, 3)`` float32 in [0, 1].
+
+    It is Grace Hopper's portrait that matplotlib ships as sample data (public
+    domain), centre-cropped to a square and resized with a Lanczos filter, so the
+    chapters have a real image without any download.
+    """
+    import matplotlib.cbook
+    import numpy as np
+    from PIL import Image
+
+    if int(size) < 2:
+        raise ValueError(f"`size` must be an int >= 2; got {size!r}.")
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        image = Image.open(handle).convert("RGB")
+        side = min(image.size)
+        left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+        image = image.resize((int(size), int(size)), Image.LANCZOS)
+    return (np.asarray(image, dtype="float32") / 255.0)[None]
+
+
+def repository_root():
+    """The folder holding ``_toc.yml``: the current directory or the nearest parent that has it."""
+    from pathlib import Path
+
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").exists():
+            return folder
+    package_parent = Path(__file__).resolve().parent.parent
+    if (package_parent / "_toc.yml").exists():
+        return package_parent
+    raise FileNotFoundError(
+        f"No _toc.yml in {here} or its parents: run the chapters from a clone of the kmt repository."
+    )
+
+
+def read_result(name):
+    """The text of ``benchmarks/results/<name>``, or a note saying how to produce it."""
+    path = repository_root() / "benchmarks" / "results" / name
+    if not path.exists():
+        return f"*No recorded result `{name}` yet: run `make benchmarks` to measure this machine.*"
+    return path.read_text()

@@ -1,33 +1,50 @@
 #!/usr/bin/env bash
 # The test suite behind `make test` (run it through make, which prepares .venv first).
-#  1. repository checks, once: notebooks committed without outputs, chapter code in sync
-#     with kmt/, the GPU workflow file valid;
-#  2. the kmt unit tests, once per Keras backend (TensorFlow, JAX, PyTorch), one process each;
-#  3. every chapter under nbval at the smoke size;
-#  4. the site, built at the smoke size with Sphinx warnings as errors.
+#   repo       repository checks, once: notebooks committed without outputs, chapter code in
+#              sync with kmt/, every chapter in the table of contents, the GPU workflow valid;
+#   unit       the kmt unit tests, once per Keras backend (TensorFlow, JAX, PyTorch), one process each;
+#   notebooks  every chapter under nbval, at the size KMT_SIZE names (smoke by default);
+#   site       the site built with Sphinx warnings as errors, at the same size.
+# With no argument every step runs, in that order; `tools/run_tests.sh notebooks` runs one step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export KMT_SIZE=smoke
+export KMT_SIZE=${KMT_SIZE:-smoke}
 export PYTHONHASHSEED=0
 export TF_CPP_MIN_LOG_LEVEL=2
 started=$SECONDS
 step() { printf '\n==== %s (%ds elapsed)\n' "$1" $((SECONDS - started)); }
 
-step "repository checks"
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider tests/repo
+run_repo() {
+  step "repository checks"
+  KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider tests/repo
+}
 
-for backend in tensorflow jax torch; do
-  step "unit tests on the $backend backend"
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider tests/unit
+run_unit() {
+  for backend in tensorflow jax torch; do
+    step "unit tests on the $backend backend"
+    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider tests/unit
+  done
+}
+
+run_notebooks() {
+  step "chapters under nbval (KMT_SIZE=$KMT_SIZE)"
+  KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+    --nbval-cell-timeout=3600 --durations=0 book
+}
+
+run_site() {
+  step "strict site build (KMT_SIZE=$KMT_SIZE)"
+  KERAS_BACKEND=tensorflow jupyter-book build book --config "$PWD/_config.yml" --toc "$PWD/_toc.yml" \
+    --path-output "_build/$KMT_SIZE" -W -n --keep-going -q
+}
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(repo unit notebooks site)
+for name in "${steps[@]}"; do
+  case "$name" in
+    repo | unit | notebooks | site) "run_$name" ;;
+    *) echo "unknown step '$name': expected repo, unit, notebooks or site" >&2; exit 2 ;;
+  esac
 done
-
-step "chapters under nbval (KMT_SIZE=smoke)"
-KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-  --nbval-cell-timeout=900 book
-
-step "strict site build (KMT_SIZE=smoke)"
-KERAS_BACKEND=tensorflow jupyter-book build book --config _config.yml --toc _toc.yml \
-  --path-output _build/smoke -W -n --keep-going -q
-
 step "done"
-echo "All test steps passed in $((SECONDS - started)) s."
+echo "Test steps passed (${steps[*]}) in $((SECONDS - started)) s."

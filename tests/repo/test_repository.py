@@ -1,0 +1,142 @@
+"""Repository checks that do not depend on the Keras backend (run once, not per backend)."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOK = ROOT / "book"
+CHAPTERS = sorted(BOOK.glob("*.ipynb"))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import sync_chapters  # noqa: E402
+
+
+def toc_files():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        for chapter in part.get("chapters", []):
+            files.append(chapter["file"])
+            files += [section["file"] for section in chapter.get("sections", [])]
+    return files
+
+
+def test_there_are_chapters():
+    assert CHAPTERS, "book/ holds no notebooks"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_notebooks_are_committed_without_outputs(path):
+    """Chapters are stored clean: the site build and nbval execute them, git stores only sources."""
+    notebook = nbformat.read(path, as_version=4)
+    dirty = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
+    assert "widgets" not in notebook.metadata, f"{path.name}: saved widget state in the metadata"
+
+
+def test_chapter_code_is_in_sync_with_kmt(capsys):
+    status = sync_chapters.main(["--check"])
+    assert status == 0, capsys.readouterr().out
+
+
+def test_every_page_is_in_the_table_of_contents_and_exists():
+    listed = toc_files()
+    pages = {p.relative_to(BOOK).with_suffix("").as_posix() for p in BOOK.glob("*") if p.suffix in {".md", ".ipynb"}}
+    assert set(listed) == pages, f"in _toc.yml but missing: {set(listed) - pages}; not listed: {pages - set(listed)}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapters_are_assignments(path):
+    """Objectives at the top, a summary, at least three exercises, solutions marked for nbgrader."""
+    notebook = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    assert "Learning objectives" in markdown
+    assert re.search(r"^## Summary", markdown, re.M)
+    exercises = re.findall(r"```\{exercise\}", markdown)
+    assert len(exercises) >= 3, f"{path.name} has {len(exercises)} exercises"
+    starts = re.findall(r"```\{solution-start\} (\S+)", markdown)
+    labels = re.findall(r"^:label: (\S+)", markdown, re.M)
+    assert set(starts) <= set(labels) and len(starts) >= 3
+    assert markdown.count("{solution-start}") == markdown.count("{solution-end}")
+    for source in code:
+        assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION")
+    assert sum("### BEGIN SOLUTION" in source for source in code) >= 3
+
+
+def test_ci_runs_the_readme_test_command_and_nothing_else():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make book" in readme
+    commands = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    assert commands[-1] == "make test"
+    assert all(c.startswith(("set ", "cd ")) for c in commands[:-1])
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "gpu-notebooks.yml"
+
+
+def test_gpu_workflow_is_a_valid_github_workflow():
+    executable = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+    result = subprocess.run(
+        [executable, "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gpu_workflow_runs_the_nbval_step_at_full_size_on_a_gpu_runner():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    (job,) = workflow["jobs"].values()
+    assert {"self-hosted", "gpu"} <= set(job["runs-on"])
+    assert job["env"]["KMT_SIZE"] == "full"
+    runs = [step.get("run", "") for step in job["steps"]]
+    assert any("make test-notebooks KMT_SIZE=full" in run for run in runs)
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test-notebooks:.*\n.*run_tests\.sh notebooks", makefile, re.M)
+    script = (ROOT / "tools" / "run_tests.sh").read_text()
+    assert "--nbval-lax --nbval-current-env" in script
+
+
+def test_kmt_configs_and_package_metadata():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'name = "keras-motion-transfer"' in pyproject
+    requirements = (ROOT / "requirements-dev.txt").read_text()
+    assert re.search(r"^torch==2\.13\.0$", requirements, re.M), "torch must stay pinned to the local CPU build"
+    assert "torch" not in (ROOT / "requirements.txt").read_text()
+
+
+def test_repository_address_is_written_in_one_place():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    url = config["repository"]["url"]
+    hits = []
+    for path in ROOT.rglob("*"):
+        if any(part in {".git", ".venv", "_build", "node_modules"} for part in path.parts) or not path.is_file():
+            continue
+        if path.suffix not in {".md", ".py", ".yml", ".yaml", ".toml", ".txt", ".ipynb", ".cff", ".cfg"}:
+            continue
+        if url in path.read_text(errors="ignore"):
+            hits.append(path.relative_to(ROOT).as_posix())
+    assert hits == ["_config.yml"], f"the repository address is written outside _config.yml: {hits}"
+
+
+def test_notebook_metadata_uses_the_python3_kernel():
+    for path in CHAPTERS:
+        kernelspec = json.loads(path.read_text())["metadata"]["kernelspec"]
+        assert kernelspec["name"] == "python3", path.name
