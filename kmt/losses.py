@@ -264,6 +264,13 @@ def perceptual_loss(vgg, generated_pyramid, real_pyramid, layer_weights):
         )
     total = 0.0
     for key in generated_pyramid:
+        height, width = generated_pyramid[key].shape[1:3]
+        if min(height, width) < 16:
+            raise ValueError(
+                f"The pyramid level {key!r} is {height} x {width} pixels; VGG19 up to relu5_1 needs at "
+                "least 16 x 16 (four 2 x 2 poolings). Drop the smallest entries of train_params['scales'] "
+                "for images this small."
+            )
         fake = vgg(generated_pyramid[key])
         real = vgg(real_pyramid[key])
         for weight, a, b in zip(layer_weights, fake, real):
