@@ -6,8 +6,9 @@ Conventions kept by every function here:
 * a sampling grid is ``(B, Ho, Wo, 2)`` holding **(x, y)** in [-1, 1]: x runs
   along the width, y along the height, and (-1, -1) is the centre of the
   top-left pixel when ``align_corners=True`` (its outer corner when ``False``);
-* every function is written with ``keras.ops`` only, so it runs and
-  differentiates on the TensorFlow, JAX and PyTorch backends.
+* every function is written with ``keras.ops``, so it runs and differentiates
+  on the TensorFlow, JAX and PyTorch backends (the sampling kernels of
+  :mod:`kmt.sampling` use each backend's own row gather and scatter-add).
 """
 
 import math
@@ -15,6 +16,8 @@ import math
 import keras
 import numpy as np
 from keras import ops
+
+from kmt.sampling import sample_bilinear, sample_nearest
 
 __all__ = [
     "make_coordinate_grid",
@@ -130,68 +133,6 @@ def _apply_padding(coord, size, padding_mode, align_corners):
     return coord
 
 
-def _batch_offsets(image, rows_per_image):
-    """``(B, 1, 1)`` int32 offsets of each image's first row in a flattened table."""
-    batch = ops.arange(ops.shape(image)[0], dtype="int32")
-    return ops.reshape(batch * rows_per_image, (-1, 1, 1))
-
-
-def _sample_nearest(image, ix, iy):
-    h, w, c = image.shape[1:]
-    xr = ops.round(ix)  # half to even, like std::nearbyint in PyTorch
-    yr = ops.round(iy)
-    inside = (xr >= 0) & (xr <= w - 1) & (yr >= 0) & (yr <= h - 1)
-    xi = ops.cast(ops.clip(xr, 0.0, w - 1.0), "int32")
-    yi = ops.cast(ops.clip(yr, 0.0, h - 1.0), "int32")
-    flat_index = _batch_offsets(image, h * w) + yi * w + xi
-    pixels = ops.take(ops.reshape(image, (-1, c)), ops.reshape(flat_index, (-1,)), axis=0)
-    pixels = ops.reshape(pixels, (-1, ix.shape[1], ix.shape[2], c))
-    return pixels * ops.cast(inside, image.dtype)[..., None]
-
-
-def _neighbourhoods(image):
-    """Each pixel's 2 x 2 neighbourhood stacked along channels.
-
-    The image is padded with one row/column of zeros on every side; entry
-    ``[b, y, x]`` of the result holds the padded pixels (y, x), (y, x + 1),
-    (y + 1, x), (y + 1, x + 1) side by side: shape ``(B, H + 1, W + 1, 4 C)``.
-    One gather from it fetches all four bilinear corners at once, and its
-    gradient is a single scatter-add instead of four.
-    """
-    padded = ops.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return ops.concatenate(
-        [
-            padded[:, :-1, :-1],
-            padded[:, :-1, 1:],
-            padded[:, 1:, :-1],
-            padded[:, 1:, 1:],
-        ],
-        axis=-1,
-    )
-
-
-def _sample_bilinear(image, ix, iy):
-    h, w, c = image.shape[1:]
-    x0 = ops.floor(ix)
-    y0 = ops.floor(iy)
-    wx1 = ix - x0
-    wy1 = iy - y0
-    wx0 = 1.0 - wx1
-    wy0 = 1.0 - wy1
-    # Corners outside the image read the zero padding of `_neighbourhoods`;
-    # a cell with no corner inside the image contributes nothing at all.
-    inside = (x0 >= -1) & (x0 <= w - 1) & (y0 >= -1) & (y0 <= h - 1)
-    weights = ops.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], axis=-1)
-    weights = weights * ops.cast(inside, weights.dtype)[..., None]
-    xi = ops.cast(ops.clip(x0 + 1.0, 0.0, float(w)), "int32")
-    yi = ops.cast(ops.clip(y0 + 1.0, 0.0, float(h)), "int32")
-    flat_index = _batch_offsets(image, (h + 1) * (w + 1)) + yi * (w + 1) + xi
-    table = ops.reshape(_neighbourhoods(image), (-1, 4 * c))
-    corners = ops.take(table, ops.reshape(flat_index, (-1,)), axis=0)
-    corners = ops.reshape(corners, (-1, ix.shape[1], ix.shape[2], 4, c))
-    return ops.einsum("bhwkc,bhwk->bhwc", corners, weights)
-
-
 def grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True):
     """Sample ``image`` at the normalised positions in ``grid``.
 
@@ -238,7 +179,8 @@ def grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corner
 
 
 def grid_sample_keras(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True):
-    """:func:`grid_sample` written with ``keras.ops`` only: the same arguments and results.
+    """:func:`grid_sample` written with ``keras.ops`` (and each backend's row gather/scatter):
+    the same arguments and results.
 
     It is what :func:`grid_sample` runs on TensorFlow and JAX, and the portable
     version the tests compare with PyTorch on every backend.
@@ -268,8 +210,8 @@ def _grid_sample_keras(image, grid, mode, padding_mode, align_corners):
     ix = _apply_padding(ix, w, padding_mode, align_corners)
     iy = _apply_padding(iy, h, padding_mode, align_corners)
     if mode == "nearest":
-        return _sample_nearest(image, ix, iy)
-    return _sample_bilinear(image, ix, iy)
+        return sample_nearest(image, ix, iy)
+    return sample_bilinear(image, ix, iy)
 
 
 def upsample_nearest_2x(x):

@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from helpers import BACKEND, compiled, run, to_numpy, value_and_grads
-from kmt import warping
+from kmt import sampling, warping
 from kmt.warping import (
     AntiAliasInterpolation2d,
     ImagePyramid,
@@ -99,6 +99,99 @@ def test_compiled_grid_sample_equals_eager(mode, padding_mode, align_corners):
     eager = to_numpy(grid_sample(image, grid, mode, padding_mode, align_corners))
     fast = compiled(lambda i, g: grid_sample(i, g, mode, padding_mode, align_corners))
     np.testing.assert_allclose(to_numpy(fast(image, grid)), eager, atol=1e-6, rtol=0)
+
+
+def torch_value_and_grads(image, grid, weight, mode="bilinear", padding_mode="zeros", align_corners=True):
+    timage = nhwc_to_torch(image).requires_grad_()
+    tgrid = torch.tensor(grid, requires_grad=True)
+    tout = F.grid_sample(timage, tgrid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
+    (tout.permute(0, 2, 3, 1) * torch.tensor(weight)).sum().backward()
+    return (
+        tout.permute(0, 2, 3, 1).detach().numpy(),
+        timage.grad.permute(0, 2, 3, 1).numpy(),
+        tgrid.grad.numpy(),
+    )
+
+
+@pytest.mark.parametrize("padding_mode,align_corners", [("zeros", True), ("zeros", False), ("border", True)])
+def test_backward_in_groups_of_images_matches_torch(monkeypatch, padding_mode, align_corners):
+    """The backward pass runs group by group of images once a batch is large; force small groups."""
+    monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 2 * 5 * 4 * 3)  # groups of 2 of the 6 images
+    rng = np.random.default_rng(21)
+    image = rng.random((6, 7, 9, 3), dtype="float32")
+    grid = rng.uniform(-1.4, 1.4, size=(6, 5, 4, 2)).astype("float32")
+    weight = rng.normal(size=(6, 5, 4, 3)).astype("float32")
+
+    def loss(img, grd):
+        return grid_sample_keras(img, grd, "bilinear", padding_mode, align_corners) * ops.convert_to_tensor(weight)
+
+    _, (grad_image, grad_grid) = value_and_grads(loss, image, grid)
+    _, ref_image, ref_grid = torch_value_and_grads(image, grid, weight, "bilinear", padding_mode, align_corners)
+    np.testing.assert_allclose(grad_image, ref_image, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(grad_grid, ref_grid, atol=1e-5 * max(1.0, np.abs(ref_grid).max()), rtol=0)
+
+
+def test_compiled_forward_and_backward_match_torch(monkeypatch):
+    """Output and both gradients of the compiled vector-Jacobian product (what training runs)."""
+    monkeypatch.setattr(sampling, "_CHUNK_ELEMENTS", 3 * 6 * 6 * 2)  # groups of 3 of the 6 images
+    rng = np.random.default_rng(22)
+    image = rng.random((6, 8, 10, 2), dtype="float32")
+    grid = rng.uniform(-1.3, 1.3, size=(6, 6, 6, 2)).astype("float32")
+    weight = rng.normal(size=(6, 6, 6, 2)).astype("float32")
+    if BACKEND == "jax":
+        import jax
+
+        def vjp(img, grd, cot):
+            out, pullback = jax.vjp(grid_sample_keras, img, grd)
+            return (out, *pullback(cot))
+
+        out, grad_image, grad_grid = jax.jit(vjp)(image, grid, weight)
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def vjp(img, grd, cot):
+            with tf.GradientTape() as tape:
+                tape.watch([img, grd])
+                out = grid_sample_keras(img, grd)
+            return (out, *tape.gradient(out, [img, grd], output_gradients=cot))
+
+        out, grad_image, grad_grid = vjp(*(tf.constant(a) for a in (image, grid, weight)))
+    else:
+        timage = torch.tensor(image, requires_grad=True)
+        tgrid = torch.tensor(grid, requires_grad=True)
+        out = grid_sample_keras(timage, tgrid)
+        grad_image, grad_grid = torch.autograd.grad(out, [timage, tgrid], grad_outputs=torch.tensor(weight))
+    ref_out, ref_image, ref_grid = torch_value_and_grads(image, grid, weight)
+    np.testing.assert_allclose(to_numpy(out), ref_out, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(to_numpy(grad_image), ref_image, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(to_numpy(grad_grid), ref_grid, atol=1e-5 * max(1.0, np.abs(ref_grid).max()), rtol=0)
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_gradients_on_pixel_centres_edges_and_just_outside_match_torch(align_corners):
+    """Positions on integers, where corners enter and leave the image, and a pixel or two outside."""
+    h, w = 4, 5
+    xs = np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, -2.0, -1.5, 4.5, 0.5, 3.25])  # pixel units
+    ys = np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 4.0, -0.5, 3.5, -2.0, 1.5, 2.75, 0.25])
+    xx, yy = np.meshgrid(xs, ys)
+    if align_corners:
+        grid = np.stack([2 * xx / (w - 1) - 1, 2 * yy / (h - 1) - 1], axis=-1)
+    else:
+        grid = np.stack([(2 * xx + 1) / w - 1, (2 * yy + 1) / h - 1], axis=-1)
+    grid = grid[None].astype("float32")
+    rng = np.random.default_rng(23)
+    image = rng.random((1, h, w, 3), dtype="float32")
+    weight = rng.normal(size=grid.shape[:3] + (3,)).astype("float32")
+
+    def loss(img, grd):
+        return grid_sample_keras(img, grd, align_corners=align_corners) * ops.convert_to_tensor(weight)
+
+    out, (grad_image, grad_grid) = value_and_grads(loss, image, grid)
+    ref_out, ref_image, ref_grid = torch_value_and_grads(image, grid, weight, align_corners=align_corners)
+    np.testing.assert_allclose(out, ref_out * weight, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(grad_image, ref_image, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(grad_grid, ref_grid, atol=1e-5 * max(1.0, np.abs(ref_grid).max()), rtol=0)
 
 
 def test_large_batch_matches_torch():
