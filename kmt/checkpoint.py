@@ -141,6 +141,7 @@ def save(path, config, models, align_corners=True, image_size=None, training=Non
                 }
                 np.savez(buffer, **arrays)
                 archive.writestr("optimizers.npz", buffer.getvalue())
+        os.chmod(temporary, 0o644)  # mkstemp creates owner-only files; a checkpoint is meant to be shared
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

@@ -23,6 +23,7 @@ __all__ = [
     "VGG19Features",
     "vgg19_weights_path",
     "perceptual_loss",
+    "vgg_layers_needed",
     "generator_gan_loss",
     "discriminator_gan_loss",
     "feature_matching_losses",
@@ -183,18 +184,24 @@ class VGG19Features(keras.Model):
     Inputs are converted the way the Keras ImageNet weights expect (RGB -> BGR,
     x 255, minus the ImageNet mean). The reference uses torchvision's VGG19 with
     its own normalisation: both are ImageNet VGG19 features, not the same numbers.
-    ``self.pretrained`` says whether trained weights were loaded.
+    ``self.pretrained`` says whether trained weights were loaded. ``num_layers``
+    (1 to 5) stops the network after relu``num_layers``_1: a loss that weights
+    the deeper layers by zero need not compute them.
     """
 
-    def __init__(self, weights="imagenet", weights_path=None, download=False, seed=0, **kwargs):
+    def __init__(self, weights="imagenet", weights_path=None, download=False, seed=0, num_layers=5, **kwargs):
         super().__init__(**kwargs)
+        if not 1 <= int(num_layers) <= len(VGG19_LAYERS):
+            raise ValueError(f"`num_layers` must be between 1 and {len(VGG19_LAYERS)}; got {num_layers!r}.")
         self.weights_choice = weights
         self.weights_path = weights_path
         self.download = bool(download)
         self.seed = int(seed)
+        self.num_layers = int(num_layers)
         self.pretrained = False
         base = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
-        self.features = keras.Model(base.input, [base.get_layer(n).output for n in VGG19_LAYERS], name="vgg19_relu_x_1")
+        outputs = [base.get_layer(n).output for n in VGG19_LAYERS[: self.num_layers]]
+        self.features = keras.Model(base.input, outputs, name="vgg19_relu_x_1")
         self._randomize(base)
         self._load(base)
         self.features.trainable = False
@@ -239,7 +246,8 @@ class VGG19Features(keras.Model):
 
     def call(self, images):
         bgr = ops.flip(images, axis=-1) * 255.0 - ops.convert_to_tensor(CAFFE_BGR_MEAN, images.dtype)
-        return self.features(bgr)
+        features = self.features(bgr)
+        return list(features) if isinstance(features, (list, tuple)) else [features]
 
     def get_config(self):
         return {
@@ -248,7 +256,14 @@ class VGG19Features(keras.Model):
             "weights_path": self.weights_path,
             "download": False,
             "seed": self.seed,
+            "num_layers": self.num_layers,
         }
+
+
+def vgg_layers_needed(layer_weights):
+    """How many VGG layers a perceptual loss with these weights reads (the last non-zero one)."""
+    nonzero = [i for i, w in enumerate(layer_weights) if w]
+    return nonzero[-1] + 1 if nonzero else 0
 
 
 def perceptual_loss(vgg, generated_pyramid, real_pyramid, layer_weights):
@@ -262,13 +277,18 @@ def perceptual_loss(vgg, generated_pyramid, real_pyramid, layer_weights):
         raise ValueError(
             f"`layer_weights` must have {len(VGG19_LAYERS)} entries (relu1_1 .. relu5_1); got {list(layer_weights)}."
         )
+    if any(layer_weights[vgg.num_layers:]):
+        raise ValueError(
+            f"`vgg` computes {vgg.num_layers} layers but `layer_weights` {list(layer_weights)} weights deeper ones."
+        )
     total = 0.0
     for key in generated_pyramid:
         height, width = generated_pyramid[key].shape[1:3]
-        if min(height, width) < 16:
+        smallest = 2 ** (vgg.num_layers - 1)
+        if min(height, width) < smallest:
             raise ValueError(
-                f"The pyramid level {key!r} is {height} x {width} pixels; VGG19 up to relu5_1 needs at "
-                "least 16 x 16 (four 2 x 2 poolings). Drop the smallest entries of train_params['scales'] "
+                f"The pyramid level {key!r} is {height} x {width} pixels; VGG19 up to relu{vgg.num_layers}_1 "
+                f"needs at least {smallest} x {smallest}. Drop the smallest entries of train_params['scales'] "
                 "for images this small."
             )
         fake = vgg(generated_pyramid[key])

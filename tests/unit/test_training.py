@@ -134,3 +134,53 @@ def test_resuming_from_weights_only_is_refused(tmp_path, vgg):
     path = checkpoint.save(str(tmp_path / "weights.kmt"), trainer.config, trainer.models)
     with pytest.raises(ValueError, match="holds weights only"):
         Trainer(TINY, tmp_path, vgg=vgg, resume=path)
+
+
+SHIFT = 5
+LEARN = copy.deepcopy(TINY)
+LEARN["model_params"]["common_params"]["num_kp"] = 5
+LEARN["model_params"]["kp_detector_params"].update(block_expansion=8, max_features=64, num_blocks=3, scale_factor=1)
+LEARN["model_params"]["generator_params"].update(block_expansion=8, max_features=64, num_down_blocks=2)
+LEARN["model_params"]["generator_params"]["dense_motion_params"].update(
+    block_expansion=8, max_features=64, num_blocks=3, scale_factor=1)
+LEARN["train_params"].update(batch_size=8, epoch_milestones=[])
+LEARN["train_params"]["loss_weights"].update(generator_gan=0, perceptual=[10, 0, 0, 0, 0])
+
+
+def shifted_pairs(stream, index, epoch, seed):
+    """Synthetic faces and the same frame moved by up to SHIFT pixels: motion the model must learn."""
+    frames = stream.batch(index, epoch)["source"]
+    rng = np.random.default_rng(seed)
+    source, driving = [], []
+    for frame in frames:
+        dy, dx = rng.integers(-SHIFT, SHIFT + 1, 2)
+        source.append(frame[SHIFT:SHIFT + SIZE, SHIFT:SHIFT + SIZE])
+        driving.append(frame[SHIFT + dy:SHIFT + dy + SIZE, SHIFT + dx:SHIFT + dx + SIZE])
+    return {"source": np.stack(source), "driving": np.stack(driving)}
+
+
+def test_short_training_beats_copying_the_source(tmp_path):
+    """300 compiled steps on synthetic videos: reconstruction L1 at least 15% below copying the source,
+    and below the same model told that nothing moved (so the gain comes from modelling the motion)."""
+    from kmt.data import PairStream
+
+    train = PairStream("faces", size=SIZE + 2 * SHIFT, batch_size=8, num_identities=64, num_motions=64,
+                       steps_per_epoch=100, prefetch=0)
+    test = PairStream("faces", size=SIZE + 2 * SHIFT, batch_size=32, split="test", steps_per_epoch=1, prefetch=0)
+    trainer = Trainer(LEARN, tmp_path, vgg=VGG19Features("random", num_layers=1), seed=0)
+    trainer.train(lambda epoch: (shifted_pairs(train, i, epoch, 1000 * epoch + i) for i in range(100)), 100,
+                  num_epochs=3, progress=False)
+    batch = shifted_pairs(test, 0, 0, seed=12345)
+    kp_detector, generator = trainer.models["kp_detector"], trainer.models["generator"]
+    kp_source = kp_detector(batch["source"], training=False)
+    kp_driving = kp_detector(batch["driving"], training=False)
+
+    def l1(kp):
+        out = generator(batch["source"], kp_driving=kp, kp_source=kp_source, training=False)["prediction"]
+        return float(np.mean(np.abs(ops.convert_to_numpy(out) - batch["driving"])))
+
+    copying = float(np.mean(np.abs(batch["source"] - batch["driving"])))
+    model, no_motion = l1(kp_driving), l1(kp_source)
+    print(f"L1: model {model:.4f}, told nothing moved {no_motion:.4f}, copying the source {copying:.4f}")
+    assert model < 0.85 * copying, (model, copying)
+    assert model < 0.97 * no_motion, (model, no_motion)

@@ -1,0 +1,181 @@
+"""Animating a still image with a driving video (chapter 7).
+
+The model moves the source image so that its keypoints follow the driving
+video's. How the driving keypoints are mapped onto the source is the choice of
+:func:`normalize_kp`, as in the reference's ``animate.py``:
+
+* **absolute** (default off): use the driving keypoints as they are; the source
+  takes the driving frame's pose, and its shape too (a wide face becomes narrow);
+* **relative movement**: add the driving keypoints' *displacement* since the
+  first driving frame to the source keypoints, so the source keeps its own
+  shape and only moves;
+* **relative Jacobians**: likewise compose the local affine frames:
+  ``J = J_D J_D0^-1 J_S``;
+* **adapt movement scale**: scale displacements by ``sqrt(area_S / area_D0)``,
+  the ratio of the keypoints' convex hulls, so a small face moves less.
+
+Keypoints are ``(B, K, 2)`` (x, y) in [-1, 1]; Jacobians ``(B, K, 2, 2)``;
+frames NHWC float32 in [0, 1].
+"""
+
+import numpy as np
+from keras import ops
+
+from kmt.losses import _inverse_2x2
+
+__all__ = ["convex_hull_area", "normalize_kp", "normalized_shape", "find_best_frame", "Animator"]
+
+
+def convex_hull_area(points):
+    """Area of the convex hull of ``(N, 2)`` points (0 for fewer than three non-collinear points)."""
+    points = np.unique(np.asarray(points, dtype="float64").reshape(-1, 2), axis=0)
+    if len(points) < 3:
+        return 0.0
+    points = points[np.lexsort((points[:, 1], points[:, 0]))]
+
+    def half(sequence):
+        hull = []
+        for p in sequence:
+            while len(hull) >= 2 and np.cross(hull[-1] - hull[-2], p - hull[-2]) <= 0:
+                hull.pop()
+            hull.append(p)
+        return hull
+
+    hull = np.array(half(points)[:-1] + half(points[::-1])[:-1])
+    x, y = hull[:, 0], hull[:, 1]
+    return 0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def normalize_kp(kp_source, kp_driving, kp_driving_initial, adapt_movement_scale=False,
+                 use_relative_movement=False, use_relative_jacobian=False):
+    """The keypoints that drive the source: ``kp_driving`` made relative to the source, or not.
+
+    Args:
+        kp_source: keypoints of the source image, batch of one (``{"value", "jacobian"}``).
+        kp_driving: keypoints of the driving frames, ``(T, K, 2)`` (and Jacobians).
+        kp_driving_initial: keypoints of the driving frame the motion starts from.
+        adapt_movement_scale: scale the motion by the ratio of the keypoints'
+            convex-hull sizes, ``sqrt(area(source) / area(initial))``.
+        use_relative_movement: move the source keypoints by the driving
+            displacement instead of replacing them.
+        use_relative_jacobian: with relative movement, compose Jacobians too.
+    """
+    scale = 1.0
+    if adapt_movement_scale:
+        source_area = convex_hull_area(ops.convert_to_numpy(kp_source["value"])[0])
+        driving_area = convex_hull_area(ops.convert_to_numpy(kp_driving_initial["value"])[0])
+        if driving_area <= 0:
+            raise ValueError("adapt_movement_scale: the initial driving keypoints enclose no area.")
+        scale = float(np.sqrt(source_area) / np.sqrt(driving_area))
+    new = dict(kp_driving)
+    if use_relative_movement:
+        displacement = ops.subtract(kp_driving["value"], kp_driving_initial["value"]) * scale
+        new["value"] = displacement + kp_source["value"]
+        if use_relative_jacobian and "jacobian" in kp_driving:
+            change = ops.matmul(kp_driving["jacobian"], _inverse_2x2(ops.convert_to_tensor(kp_driving_initial["jacobian"])))
+            new["jacobian"] = ops.matmul(change, kp_source["jacobian"])
+    return new
+
+
+def normalized_shape(points):
+    """``(K, 2)`` points centred and divided by the square root of their hull area (pose-free shape)."""
+    points = np.asarray(points, dtype="float64").reshape(-1, 2)
+    points = points - points.mean(axis=0, keepdims=True)
+    area = convex_hull_area(points)
+    return points / np.sqrt(area) if area > 0 else points
+
+
+def find_best_frame(source_keypoints, driving_keypoints):
+    """Index of the driving frame whose keypoint *shape* is closest to the source's.
+
+    Both are ``(K, 2)`` / ``(T, K, 2)`` landmarks of one detector; each set is
+    centred and scaled by its hull area first, so position and size do not count,
+    only pose. The reference does this with a face-landmark detector; kmt uses
+    whichever detector the caller passes landmarks from.
+    """
+    source = normalized_shape(source_keypoints)
+    distances = [np.sum((source - normalized_shape(frame)) ** 2) for frame in np.asarray(driving_keypoints)]
+    return int(np.argmin(distances))
+
+
+class Animator:
+    """Compiled animation of a source image by driving frames, in batches.
+
+    Args:
+        kp_detector, generator: trained models (e.g. ``kmt.checkpoint.load(path)``).
+        batch_size: driving frames per compiled call (the last batch is padded,
+            so every call has the same shape and compiles once).
+        jit: compile with XLA on TensorFlow and JAX.
+    """
+
+    def __init__(self, kp_detector, generator, batch_size=8, jit=True):
+        from kmt.compile import compile_function
+
+        self.kp_detector = kp_detector
+        self.generator = generator
+        self.batch_size = int(batch_size)
+        variables = list(kp_detector.variables) + list(generator.variables)
+        self._detect = compile_function(lambda frames: self.kp_detector(frames, training=False), jit, variables)
+        self._generate = compile_function(self._generate_eager, jit, variables)
+
+    def _generate_eager(self, source, kp_source, kp_driving):
+        repeat = ops.shape(kp_driving["value"])[0]
+        sources = ops.repeat(source, repeat, axis=0)
+        kp_sources = {k: ops.repeat(v, repeat, axis=0) for k, v in kp_source.items() if k != "heatmap"}
+        kp_driving = {k: v for k, v in kp_driving.items() if k != "heatmap"}
+        return self.generator(sources, kp_driving=kp_driving, kp_source=kp_sources, training=False)["prediction"]
+
+    def keypoints(self, frames):
+        """Keypoints of ``(T, H, W, C)`` frames, computed in batches: ``{"value", "jacobian"}`` numpy."""
+        frames = np.asarray(frames, dtype="float32")
+        parts = {}
+        for start in range(0, len(frames), self.batch_size):
+            chunk = frames[start:start + self.batch_size]
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - len(chunk), axis=0)])
+            out = self._detect(padded)
+            for key in ("value", "jacobian"):
+                if key in out:
+                    parts.setdefault(key, []).append(np.asarray(ops.convert_to_numpy(out[key]))[: len(chunk)])
+        return {key: np.concatenate(value) for key, value in parts.items()}
+
+    def animate(self, source, driving, relative=True, adapt_movement_scale=False, best_frame=None, progress=None):
+        """Frames of ``source`` moving like ``driving``.
+
+        Args:
+            source: ``(H, W, C)`` or ``(1, H, W, C)`` image in [0, 1].
+            driving: ``(T, H, W, C)`` frames in [0, 1], the size of ``source``.
+            relative: relative movement and Jacobians (else absolute keypoints).
+            adapt_movement_scale: scale the motion by the keypoint hull areas.
+            best_frame: ``None`` to start from the first driving frame; an index to
+                start there and animate forwards and backwards from it (what
+                ``find_best_frame`` is for).
+            progress: an optional callable ``progress(done, total)``.
+
+        Returns:
+            ``(T, H, W, C)`` float32 frames in [0, 1].
+        """
+        source = np.asarray(source, dtype="float32")
+        source = source[None] if source.ndim == 3 else source
+        driving = np.asarray(driving, dtype="float32")
+        if driving.ndim != 4 or driving.shape[0] == 0:
+            raise ValueError(f"`driving` must be (frames, height, width, channels) with at least one frame; got {driving.shape}.")
+        if driving.shape[1:] != source.shape[1:]:
+            raise ValueError(f"`source` {source.shape[1:]} and `driving` frames {driving.shape[1:]} must have the same size.")
+        kp_source = {k: v for k, v in self._detect(np.repeat(source, self.batch_size, axis=0)).items() if k != "heatmap"}
+        kp_source = {k: np.asarray(ops.convert_to_numpy(v))[:1] for k, v in kp_source.items()}
+        kp_driving = self.keypoints(driving)
+        start = 0 if best_frame is None else int(best_frame)
+        if not 0 <= start < len(driving):
+            raise ValueError(f"`best_frame` must be an index into the {len(driving)} driving frames; got {best_frame}.")
+        initial = {k: v[start:start + 1] for k, v in kp_driving.items()}
+        kp_norm = normalize_kp(kp_source, kp_driving, initial, adapt_movement_scale, relative, relative)
+        kp_norm = {k: np.asarray(ops.convert_to_numpy(v), dtype="float32") for k, v in kp_norm.items()}
+        frames = []
+        for begin in range(0, len(driving), self.batch_size):
+            chunk = {k: v[begin:begin + self.batch_size] for k, v in kp_norm.items()}
+            count = len(chunk["value"])
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], self.batch_size - count, axis=0)]) for k, v in chunk.items()}
+            frames.append(np.asarray(ops.convert_to_numpy(self._generate(source, kp_source, chunk)))[:count])
+            if progress:
+                progress(min(begin + count, len(driving)), len(driving))
+        return np.clip(np.concatenate(frames), 0.0, 1.0)

@@ -1,0 +1,376 @@
+"""Measuring animation quality the way the paper does (chapter 7): L1, AKD, MKR and AED.
+
+Video reconstruction: every test video is animated from its own first frame with
+*absolute* keypoints (as the reference's ``reconstruction.py``), so the result should be
+the video itself. Then
+
+* **L1**: mean absolute difference of pixel values in [0, 1], over every pixel, channel
+  and frame (frames at the dataset's resolution);
+* **AKD** (average keypoint distance): an external landmark detector runs on the
+  generated frame and on the ground-truth frame; the mean distance, in pixels of the
+  dataset's frames, between the landmarks it finds in both;
+* **MKR** (missing keypoint rate): the fraction of landmarks found in the ground-truth
+  frame that it does not find in the generated one;
+* **AED** (average Euclidean distance): the mean distance between identity embeddings of
+  the generated and the ground-truth frame.
+
+The external networks are :mod:`kmt.evaluators`, trained on synthetic ground truth. Their
+own error bounds what the metric can resolve, so :func:`evaluate` reports it beside the
+model: the detector against the true landmarks of the same frames (the floor of AKD and
+MKR), and AED between frames of one identity and between identities (its scale), with
+"copy the source frame" as the baseline a model must beat.
+
+Keypoints are ``(N, K, 2)`` (x, y) in [-1, 1], -1 at the centre of the first pixel, so one
+unit is ``(W - 1) / 2`` pixels along x and ``(H - 1) / 2`` along y.
+"""
+
+import os
+
+import numpy as np
+
+__all__ = ["reconstruction_l1", "keypoint_distances", "average_keypoint_distance", "missing_keypoint_rate",
+           "average_euclidean_distance", "reconstruct_dataset", "evaluate", "format_table"]
+
+
+def _same_shape(a, b, name_a, name_b):
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"`{name_a}` and `{name_b}` must have the same shape; got {a.shape} and {b.shape}.")
+    return a, b
+
+
+def _detected(mask, threshold=0.5):
+    mask = np.asarray(mask)
+    return mask if mask.dtype == bool else mask > threshold
+
+
+def reconstruction_l1(prediction, target):
+    """Mean absolute difference of two arrays of frames (any equal shapes), as a float."""
+    prediction, target = _same_shape(prediction, target, "prediction", "target")
+    return float(np.mean(np.abs(prediction.astype("float64") - target.astype("float64"))))
+
+
+def _keypoint_args(generated, target, image_size):
+    generated, target = _same_shape(generated, target, "generated", "target")
+    if generated.ndim < 2 or generated.shape[-1] != 2:
+        raise ValueError(f"keypoints must be (..., num_kp, 2) holding (x, y); got shape {generated.shape}.")
+    if len(tuple(image_size)) != 2 or min(image_size) < 2:
+        raise ValueError(f"`image_size` must be (height, width) of at least 2 pixels; got {image_size!r}.")
+    return generated, target
+
+
+def keypoint_distances(generated, target, image_size):
+    """Distances in pixels ``(..., K)`` between two sets of keypoints ``(..., K, 2)`` in [-1, 1]."""
+    generated, target = _keypoint_args(generated, target, image_size)
+    h, w = image_size
+    scale = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    return np.linalg.norm((generated.astype("float64") - target.astype("float64")) * scale, axis=-1)
+
+
+def average_keypoint_distance(generated, target, image_size, generated_detected=None, target_detected=None):
+    """AKD: mean distance in pixels between keypoints found in both frames.
+
+    Args:
+        generated, target: keypoints ``(N, K, 2)`` a detector found in the generated and the
+            ground-truth frames.
+        image_size: ``(height, width)`` in pixels of the frames the distance is counted in.
+        generated_detected, target_detected: ``(N, K)`` booleans (or probabilities,
+            detected above 0.5) of which keypoints the detector found; a keypoint counts when
+            found in both. Left out, every keypoint counts.
+
+    Returns:
+        the mean distance, or ``nan`` when no keypoint is found in both.
+    """
+    distances = keypoint_distances(generated, target, image_size)
+    both = np.ones(distances.shape, bool)
+    for mask, name in ((generated_detected, "generated_detected"), (target_detected, "target_detected")):
+        if mask is not None:
+            mask = _detected(mask)
+            if mask.shape != distances.shape:
+                raise ValueError(f"`{name}` must have shape {distances.shape} (one flag per keypoint); "
+                                 f"got {mask.shape}.")
+            both &= mask
+    return float(distances[both].mean()) if both.any() else float("nan")
+
+
+def missing_keypoint_rate(generated_detected, target_detected):
+    """MKR: the fraction of keypoints found in the target frames and not in the generated ones.
+
+    Both are ``(N, K)`` booleans, or probabilities (found above 0.5). ``nan`` when the
+    target frames show no keypoint.
+    """
+    generated_detected, target_detected = _same_shape(generated_detected, target_detected, "generated_detected",
+                                                      "target_detected")
+    generated_detected, target_detected = _detected(generated_detected), _detected(target_detected)
+    found = target_detected.sum()
+    return float((target_detected & ~generated_detected).sum() / found) if found else float("nan")
+
+
+def average_euclidean_distance(generated, target):
+    """AED: mean Euclidean distance between matching rows of two ``(N, D)`` embedding arrays."""
+    generated, target = _same_shape(generated, target, "generated", "target")
+    if generated.ndim != 2 or not len(generated):
+        raise ValueError(f"embeddings must be (N, D) with N >= 1; got shape {generated.shape}.")
+    return float(np.mean(np.linalg.norm(generated.astype("float64") - target.astype("float64"), axis=-1)))
+
+
+# Datasets ----------------------------------------------------------------------------------------
+
+def _metadata(data_root):
+    if not os.path.exists(os.path.join(data_root, "metadata.json")):
+        return None
+    from kmt.data.synthetic import read_metadata
+
+    return read_metadata(data_root)
+
+
+def _test_set(data_root, metadata):
+    from kmt.data.dataset import FramesDataset
+    from kmt.data.video_io import read_video
+
+    data_root = os.fspath(data_root)
+    if not os.path.isdir(data_root):
+        raise ValueError(f"`data_root` {data_root!r} is not a folder.")
+    if metadata is not None:
+        shape = metadata["frame_shape"]
+    else:
+        folder = os.path.join(data_root, "test") if os.path.isdir(os.path.join(data_root, "test")) else data_root
+        names = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+        if not names:
+            raise ValueError(f"`data_root` {data_root!r} holds no test videos.")
+        shape = read_video(os.path.join(folder, names[0])).shape[1:]
+    return FramesDataset(data_root, frame_shape=shape, is_train=False)
+
+
+def _load_checkpoint(checkpoint):
+    if isinstance(checkpoint, (str, os.PathLike)):
+        from kmt.checkpoint import load
+
+        return load(os.fspath(checkpoint), networks=("kp_detector", "generator"))
+    if not hasattr(checkpoint, "kp_detector") or not hasattr(checkpoint, "generator"):
+        raise ValueError(f"`checkpoint` must be a .kmt path or a loaded checkpoint (kmt.checkpoint.load); got "
+                         f"{type(checkpoint).__name__}.")
+    return checkpoint
+
+
+def _resized(frames, size):
+    if frames.shape[1:3] == tuple(size):
+        return frames
+    from kmt.media import resize_frames
+
+    return resize_frames(frames, size)
+
+
+def _reconstructions(checkpoint, dataset, num_videos, batch_size, progress):
+    """``(name, ground truth, reconstruction)`` per test video, both at the dataset's size."""
+    from kmt.animation import Animator
+
+    if num_videos is not None and int(num_videos) < 1:
+        raise ValueError(f"`num_videos` must be at least 1 (or None for all); got {num_videos!r}.")
+    checkpoint = _load_checkpoint(checkpoint)
+    animator = Animator(checkpoint.kp_detector, checkpoint.generator, batch_size=batch_size)
+    names = dataset.names[:num_videos]
+    for index, name in enumerate(names):
+        video = dataset.video(name)
+        size = tuple(getattr(checkpoint, "image_size", None) or video.shape[1:3])
+        frames = _resized(video, size)
+        prediction = animator.animate(frames[0], frames, relative=False, adapt_movement_scale=False)
+        yield name, video, _resized(prediction, video.shape[1:3])
+        if progress:
+            progress(index + 1, len(names))
+
+
+def reconstruct_dataset(checkpoint, data_root, out_dir=None, num_videos=None, progress=None, batch_size=8):
+    """Reconstruct the test videos of ``data_root`` from their first frames; return the L1.
+
+    Args:
+        checkpoint: a ``.kmt`` path or a loaded :class:`kmt.checkpoint.Checkpoint`.
+        data_root: a dataset in the official layout (``test/`` is used when present).
+        out_dir: where to write each reconstruction, under the video's own name and
+            layout (a folder of frames, ``.mp4``, ...), so ``out_dir`` reads as a dataset.
+        num_videos: the first ``num_videos`` test videos (default: all).
+        progress: an optional ``progress(done, total)`` callable, per video.
+        batch_size: frames per compiled call.
+
+    Frames are resized to the model's size for animation and back for comparison.
+
+    Returns:
+        ``{"l1", "videos", "frames", "per_video": {name: l1}, "out_dir"}``.
+    """
+    from kmt.data.video_io import write_video
+
+    dataset = _test_set(data_root, _metadata(data_root))
+    per_video, total, frames = {}, 0.0, 0
+    for name, video, prediction in _reconstructions(checkpoint, dataset, num_videos, batch_size, progress):
+        per_video[name] = reconstruction_l1(prediction, video)
+        total += per_video[name] * len(video)
+        frames += len(video)
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+            write_video(os.path.join(out_dir, name), prediction)
+    return {"l1": total / frames, "videos": len(per_video), "frames": frames, "per_video": per_video,
+            "out_dir": out_dir}
+
+
+def _evaluators_for(evaluators, family):
+    """``(Evaluators or None, reason when None)``."""
+    from kmt.evaluators import Evaluators, load_evaluators
+
+    if isinstance(evaluators, Evaluators):
+        return evaluators, None
+    if evaluators is not None:
+        return load_evaluators(family, path=os.fspath(evaluators)), None
+    if family is None:
+        return None, ("AKD, MKR and AED need evaluator networks of the dataset's family, and this dataset has no "
+                      "metadata.json naming one (datasets written by kmt.data.write_dataset or `kmt synth` do); "
+                      "pass `evaluators` (a .kmt-eval file) to measure them.")
+    try:
+        return load_evaluators(family), None
+    except FileNotFoundError as error:
+        return None, f"AKD, MKR and AED not measured: {error}"
+
+
+def _row(name, **values):
+    values = {"l1": None, "akd": None, "mkr": None, "aed": None, **values}
+    return {"name": name, **{k: (None if v is None or np.isnan(v) else float(v)) for k, v in values.items()}}
+
+
+class _Totals:
+    """What :func:`evaluate` gathers video by video: frames' L1, and the evaluators' outputs."""
+
+    def __init__(self, judges, metadata):
+        self.judges, self.metadata = judges, metadata
+        self.l1 = {"model": 0.0, "copy": 0.0}
+        self.frames, self.videos, self.size = 0, 0, None
+        self.parts = {}
+
+    def _keep(self, **arrays):
+        for key, value in arrays.items():
+            self.parts.setdefault(key, []).append(value)
+
+    def add(self, name, video, prediction):
+        count = len(video)
+        self.size = video.shape[1:3]
+        self.l1["model"] += reconstruction_l1(prediction, video) * count
+        self.l1["copy"] += reconstruction_l1(np.broadcast_to(video[:1], video.shape), video) * count
+        self.frames, self.videos = self.frames + count, self.videos + 1
+        if self.judges is None:
+            return
+        kp_true, seen_true = self.judges.detect(video)
+        kp_model, seen_model = self.judges.detect(prediction)
+        embedding_true, embedding_model = self.judges.embed(video), self.judges.embed(prediction)
+        first = np.zeros(count, int)
+        self._keep(kp_true=kp_true, seen_true=seen_true > 0.5, kp_model=kp_model, seen_model=seen_model > 0.5,
+                   kp_copy=kp_true[first], seen_copy=seen_true[first] > 0.5, embedding_true=embedding_true,
+                   embedding_model=embedding_model, embedding_copy=embedding_true[first],
+                   first=embedding_true[:1])
+        known = (self.metadata or {}).get("videos", {}).get(name)
+        self._keep(identity=[known["identity"] if known else name.split("#")[0]])
+        if known is not None and len(known["keypoints"]) == count:
+            self._keep(kp_ground=known["keypoints"], visible_ground=known["visible"], kp_found=kp_true,
+                       seen_found=seen_true > 0.5)
+
+    def _joined(self, key):
+        return np.concatenate(self.parts[key]) if key in self.parts else None
+
+    def _measures(self, kind):
+        kp, seen, embedding = (self._joined(f"{key}_{kind}") for key in ("kp", "seen", "embedding"))
+        true, seen_true = self._joined("kp_true"), self._joined("seen_true")
+        return {"akd": average_keypoint_distance(kp, true, self.size, seen, seen_true),
+                "mkr": missing_keypoint_rate(seen, seen_true),
+                "aed": average_euclidean_distance(embedding, self._joined("embedding_true"))}
+
+    def _between_identities(self):
+        first = self._joined("first")
+        identity = np.array([str(i) for part in self.parts["identity"] for i in part])
+        other = identity[:, None] != identity[None, :]
+        if not other.any():
+            return float("nan")
+        distances = np.linalg.norm(first[:, None] - first[None, :], axis=-1)
+        return float(distances[other].mean())
+
+    def table(self, title, family, reason):
+        frames = max(self.frames, 1)
+        model = {"l1": self.l1["model"] / frames}
+        copy = {"l1": self.l1["copy"] / frames}
+        notes = []
+        rows = []
+        if self.judges is not None and self.frames:
+            model.update(self._measures("model"))
+            copy.update(self._measures("copy"))
+        rows += [_row(f"model ({title})", **model), _row("copy the source frame (baseline)", **copy)]
+        if self.judges is not None and self.frames:
+            if "kp_ground" in self.parts:
+                ground, visible = self._joined("kp_ground"), self._joined("visible_ground")
+                found, seen = self._joined("kp_found"), self._joined("seen_found")
+                rows.append(_row("landmark detector vs true landmarks (floor)",
+                                 akd=average_keypoint_distance(found, ground, self.size, None, visible),
+                                 mkr=missing_keypoint_rate(seen, visible),
+                                 visibility_error=float(np.mean(seen != visible))))
+                notes.append(f"floor: on the ground-truth frames the detector misjudges visibility for "
+                             f"{rows[-1]['visibility_error']:.2%} of the landmarks")
+            else:
+                notes.append("no true landmarks for these videos (metadata.json): the detector's floor is not shown")
+            rows.append(_row("different identities (AED scale)", aed=self._between_identities()))
+            if rows[0]["akd"] is None:
+                notes.append("AKD of the model: no landmark was found in both a generated and a ground-truth frame")
+            notes.append(f"AKD, MKR and AED from the {self.judges.family} evaluators ({self.judges.path or 'given'}); "
+                         f"AKD in pixels of the {self.size[1]}x{self.size[0]} frames; the baseline's AED is that of "
+                         "two frames of one video")
+        if reason:
+            notes.append(reason)
+        return {"rows": rows, **{key: rows[0].get(key) for key in ("l1", "akd", "mkr", "aed")},
+                "videos": self.videos, "frames": self.frames, "family": family,
+                "frame_size": list(self.size) if self.size else None,
+                "evaluators": self.judges.path if self.judges is not None else None, "notes": notes}
+
+
+def evaluate(checkpoint, data_root, num_videos=None, evaluators=None, progress=None, batch_size=8):
+    """L1, AKD, MKR and AED of video reconstruction on ``data_root``, with their baseline and floor.
+
+    Args:
+        checkpoint: a ``.kmt`` path or a loaded checkpoint.
+        data_root: a dataset in the official layout. L1 works on any; AKD, MKR and AED need
+            evaluator networks of its family (named by its ``metadata.json``).
+        num_videos: the first ``num_videos`` test videos (default: all).
+        evaluators: an :class:`kmt.evaluators.Evaluators`, a ``.kmt-eval`` path, or ``None``
+            for the ones kmt ships for the dataset's family.
+        progress: an optional ``progress(done, total)`` callable, per video.
+        batch_size: frames per compiled call.
+
+    Returns:
+        a dict: ``rows``, one per line of the table (``name``, ``l1``, ``akd`` in pixels of
+        the dataset's frames, ``mkr``, ``aed``; ``None`` where it does not apply): the model,
+        copying the source frame (the baseline), the landmark detector on the ground-truth
+        frames against the true landmarks (the floor, with its ``visibility_error``) and
+        first frames of different identities (the scale of AED); the model's four numbers
+        again as ``l1``, ``akd``, ``mkr``, ``aed``; and ``videos``, ``frames``, ``family``,
+        ``frame_size``, ``evaluators`` (the file used) and ``notes``.
+    """
+    metadata = _metadata(data_root)
+    family = metadata["family"] if metadata else None
+    judges, reason = _evaluators_for(evaluators, family)
+    dataset = _test_set(data_root, metadata)
+    checkpoint = _load_checkpoint(checkpoint)
+    path = getattr(checkpoint, "path", None)
+    totals = _Totals(judges, metadata)
+    for name, video, prediction in _reconstructions(checkpoint, dataset, num_videos, batch_size, progress):
+        totals.add(name, video, prediction)
+    return totals.table(os.path.basename(path) if path else "checkpoint", family, reason)
+
+
+def _cell(value, digits):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(table):
+    """The table :func:`evaluate` returns, as aligned text."""
+    columns = (("l1", "L1", 4), ("akd", "AKD (px)", 3), ("mkr", "MKR", 4), ("aed", "AED", 4))
+    width = max(len(row["name"]) for row in table["rows"])
+    lines = [f"{'':<{width}}  " + "  ".join(f"{title:>8}" for _, title, _ in columns)]
+    for row in table["rows"]:
+        lines.append(f"{row['name']:<{width}}  " + "  ".join(f"{_cell(row.get(key), d):>8}" for key, _, d in columns))
+    lines.append(f"{table['videos']} videos, {table['frames']} frames of {table['frame_size'][1]}x"
+                 f"{table['frame_size'][0]} pixels" + (f", family {table['family']}" if table["family"] else ""))
+    lines += [f"note: {note}" for note in table["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Where a config's training batches come from: a dataset on disk, or the synthetic generator.
+
+A config in the official schema names its data in ``dataset_params`` (``root_dir``
+in the official layout: ``train/`` and ``test/``); kmt reads it with
+:class:`~kmt.data.FramesDataset`. kmt's own configs may add a
+``synthetic_params`` section instead, to stream pairs from the procedural
+generator in memory (:class:`~kmt.data.PairStream`), which never touches the
+disk::
+
+    synthetic_params:
+      family: faces          # or figures
+      num_identities: 256    # identities seen in training (test ones are disjoint)
+      num_motions: 1024
+      num_frames: 64
+
+One epoch is ``num_repeats * (number of videos or identities) // batch_size``
+steps, as in the reference, and the batches of epoch ``e`` depend only on the
+seed and ``e``, so training can be resumed exactly.
+"""
+
+from kmt.data import Batches, FramesDataset, PairStream
+
+__all__ = ["training_batches", "SYNTHETIC_KEYS"]
+
+SYNTHETIC_KEYS = ("family", "num_identities", "num_motions", "num_frames")
+
+
+def _steps(count, train_params):
+    steps = int(train_params.get("num_repeats", 1)) * count // int(train_params["batch_size"])
+    if steps < 1:
+        raise ValueError(
+            f"An epoch would have no step: {count} videos x num_repeats {train_params.get('num_repeats', 1)} "
+            f"< batch_size {train_params['batch_size']}."
+        )
+    return steps
+
+
+def training_batches(config, seed=0, steps_per_epoch=None):
+    """``(batches_for_epoch, steps_per_epoch)`` for :meth:`kmt.training.Trainer.train`."""
+    train_params = config["train_params"]
+    dataset_params = dict(config.get("dataset_params") or {})
+    batch_size = int(train_params["batch_size"])
+    synthetic = config.get("synthetic_params")
+    if synthetic is not None:
+        unknown = sorted(set(synthetic) - set(SYNTHETIC_KEYS))
+        if unknown:
+            raise ValueError(f"synthetic_params: unknown keys {unknown}; expected some of {list(SYNTHETIC_KEYS)}.")
+        frame_shape = dataset_params.get("frame_shape", [64, 64, 3])
+        identities = int(synthetic.get("num_identities", 256))
+        steps = steps_per_epoch or _steps(identities, train_params)
+        stream = PairStream(
+            family=synthetic.get("family", "faces"),
+            size=tuple(frame_shape[:2]),
+            batch_size=batch_size,
+            num_identities=identities,
+            num_motions=int(synthetic.get("num_motions", 1024)),
+            num_frames=int(synthetic.get("num_frames", 64)),
+            seed=seed,
+            steps_per_epoch=steps,
+            augmentation_params=dataset_params.get("augmentation_params"),
+        )
+        return stream.epoch, steps
+    if "root_dir" not in dataset_params:
+        raise ValueError("The config has neither dataset_params.root_dir nor synthetic_params: no training data.")
+    dataset = FramesDataset(**dataset_params, is_train=True)
+    batches = Batches(dataset, batch_size, num_repeats=int(train_params.get("num_repeats", 1)), seed=seed)
+    steps = steps_per_epoch or len(batches)
+    if steps < 1:
+        raise ValueError(f"{dataset_params['root_dir']}: too few videos for one batch of {batch_size}.")
+    return batches.epoch, steps

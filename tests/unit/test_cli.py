@@ -1,0 +1,129 @@
+"""The kmt command line, run as a subprocess the way a shell user runs it."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kmt import checkpoint
+from kmt.config import build_models
+from kmt.data import read_video, render_video, write_video
+
+SIZE = 32
+CONFIG = {
+    "dataset_params": {"root_dir": "unused", "frame_shape": [SIZE, SIZE, 3]},
+    "model_params": {
+        "common_params": {"num_kp": 3, "num_channels": 3, "estimate_jacobian": True},
+        "kp_detector_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16,
+                               "scale_factor": 0.5, "num_blocks": 2},
+        "generator_params": {"block_expansion": 4, "max_features": 16, "num_down_blocks": 1,
+                             "num_bottleneck_blocks": 1, "estimate_occlusion_map": True,
+                             "dense_motion_params": {"block_expansion": 4, "max_features": 16,
+                                                     "num_blocks": 2, "scale_factor": 0.5}},
+        "discriminator_params": {"scales": [1], "block_expansion": 4, "max_features": 16, "num_blocks": 2},
+    },
+}
+
+
+def kmt(*args, cwd=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "kmt.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    models = build_models(CONFIG, networks=("kp_detector", "generator"))
+    ckpt = checkpoint.save(str(folder / "tiny.kmt"), CONFIG, models, image_size=(SIZE, SIZE))
+    video = render_video("faces", identity=1, motion=2, num_frames=6, size=48)
+    write_video(str(folder / "driving.gif"), video.frames, fps=10)
+    from PIL import Image
+
+    Image.fromarray((video.frames[0] * 255).astype("uint8")).save(folder / "source.png")
+    return {"folder": folder, "checkpoint": ckpt, "driving": folder / "driving.gif", "source": folder / "source.png"}
+
+
+def test_help_lists_every_command():
+    result = kmt("--help")
+    assert result.returncode == 0
+    for command in ("animate", "train", "reconstruct", "evaluate", "convert", "synth"):
+        assert command in result.stdout
+    for command in ("animate", "train", "reconstruct", "evaluate", "convert", "synth"):
+        assert kmt(command, "--help").returncode == 0
+
+
+def test_animate_writes_a_video_and_resizes_with_a_notice(files):
+    out = files["folder"] / "result.mp4"
+    result = kmt("animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint",
+                 files["checkpoint"], "--out", out, "--relative", "--adapt-scale")
+    assert result.returncode == 0, result.stderr
+    assert "resized from 48x48 to 32x32" in result.stderr
+    frames = read_video(str(out))
+    assert frames.shape == (6, SIZE, SIZE, 3)
+
+
+def test_animate_side_by_side_gif_with_keypoints_and_best_frame(files):
+    out = files["folder"] / "panels.gif"
+    result = kmt("animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint",
+                 files["checkpoint"], "--out", out, "--side-by-side", "--keypoints", "--find-best-frame")
+    assert result.returncode == 0, result.stderr
+    assert "best frame:" in result.stderr
+    frames = read_video(str(out), frame_shape=(SIZE, 3 * SIZE))
+    assert frames.shape[1:] == (SIZE, 3 * SIZE, 3)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"--driving": "missing.mp4"}, "--driving: no file at"),
+        ({"--source": "missing.png"}, "--source: no file at"),
+        ({"--checkpoint": "nothing.kmt"}, "--checkpoint: no file at"),
+        ({"--out": "result.avi"}, "--out must end in .mp4, .mov or .gif"),
+    ],
+)
+def test_animate_bad_inputs_exit_2_with_a_message(files, change, message):
+    args = {"--source": files["source"], "--driving": files["driving"], "--checkpoint": files["checkpoint"],
+            "--out": files["folder"] / "x.mp4"}
+    args.update({k: (files["folder"] / v if k != "--out" else files["folder"] / v) for k, v in change.items()})
+    result = kmt("animate", *[item for pair in args.items() for item in pair])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_animate_rejects_an_empty_or_corrupt_video(files):
+    bad = files["folder"] / "corrupt.mp4"
+    bad.write_bytes(b"not a video at all")
+    result = kmt("animate", "--source", files["source"], "--driving", bad, "--checkpoint", files["checkpoint"],
+                 "--out", files["folder"] / "y.mp4")
+    assert result.returncode == 2 and "corrupt.mp4" in result.stderr
+
+
+def test_animate_refuses_a_non_checkpoint_and_a_mismatched_config(files, tmp_path):
+    fake = tmp_path / "model.pth.tar"
+    fake.write_bytes(b"\x00" * 64)
+    result = kmt("animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint", fake,
+                 "--out", tmp_path / "z.mp4")
+    assert result.returncode == 2 and "kmt convert" in result.stderr
+    result = kmt("animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint",
+                 files["checkpoint"], "--config", "vox-256", "--out", tmp_path / "z.mp4")
+    assert result.returncode == 2 and "model_params differ" in result.stderr
+
+
+def test_synth_writes_an_official_layout(tmp_path):
+    result = kmt("synth", "--out", tmp_path / "data", "--num-train", 2, "--num-test", 1, "--num-frames", 3,
+                 "--size", 32)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "data")) == ["metadata.json", "pairs.csv", "test", "train"]
+    assert len(os.listdir(tmp_path / "data" / "train")) == 2
+    again = kmt("synth", "--out", tmp_path / "data", "--num-train", 2)
+    assert again.returncode == 2 and "overwrite" in again.stderr
+
+
+def test_unknown_command_and_missing_arguments_are_usage_errors():
+    assert kmt("dance").returncode == 2
+    result = kmt("animate", "--source", "x.png")
+    assert result.returncode == 2 and "required" in result.stderr
