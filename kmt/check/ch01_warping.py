@@ -3,7 +3,7 @@
 import numpy as np
 
 from kmt import warping
-from kmt.check.core import as_array, compare, run_cases
+from kmt.check.core import as_array, run_cases
 
 __all__ = ["affine_grid", "grid_sample_nearest", "identity_grid_unaligned"]
 

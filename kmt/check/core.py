@@ -1,16 +1,5 @@
-"""The machinery of the exercise checkers: run cases, compare, explain in words.
-
-Each checker takes the reader's function, runs it on cases whose answers are
-known (computed with ``kmt`` on the current Keras backend) and returns a
-:class:`CheckReport` that says, in plain words, what is right and what is
-wrong: a wrong shape, the first failing case, the size of the error against
-the tolerance, and a hint when the mistake is a common one. A report is truthy
-when every case passes, so ``assert kmt.check.affine_grid(my_affine_grid)``
-works in scripts and graders; in a notebook it displays itself.
-
-Checkers never raise because of the reader's code: an exception inside the
-function under test becomes a line of the report.
-"""
+"""The machinery of the exercise checkers (see :mod:`kmt.check`): run a reader's function on
+cases with known answers, compare, and explain what is wrong in words."""
 
 import traceback
 from dataclasses import dataclass, field
