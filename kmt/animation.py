@@ -23,7 +23,7 @@ from keras import ops
 
 from kmt.losses import _inverse_2x2
 
-__all__ = ["convex_hull_area", "normalize_kp", "normalized_shape", "find_best_frame", "Animator"]
+__all__ = ["convex_hull_area", "normalize_kp", "normalized_shape", "find_best_frame", "Animator", "animate"]
 
 
 def convex_hull_area(points):
@@ -33,10 +33,13 @@ def convex_hull_area(points):
         return 0.0
     points = points[np.lexsort((points[:, 1], points[:, 0]))]
 
+    def turn(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
     def half(sequence):
         hull = []
         for p in sequence:
-            while len(hull) >= 2 and np.cross(hull[-1] - hull[-2], p - hull[-2]) <= 0:
+            while len(hull) >= 2 and turn(hull[-2], hull[-1], p) <= 0:
                 hull.pop()
             hull.append(p)
         return hull
@@ -116,14 +119,18 @@ class Animator:
         self.batch_size = int(batch_size)
         variables = list(kp_detector.variables) + list(generator.variables)
         self._detect = compile_function(lambda frames: self.kp_detector(frames, training=False), jit, variables)
+        self._encode = compile_function(lambda image: self.generator.encode_source(image, training=False), jit, variables)
         self._generate = compile_function(self._generate_eager, jit, variables)
 
-    def _generate_eager(self, source, kp_source, kp_driving):
+    def _generate_eager(self, source, source_features, kp_source, kp_driving):
         repeat = ops.shape(kp_driving["value"])[0]
         sources = ops.repeat(source, repeat, axis=0)
+        features = ops.repeat(source_features, repeat, axis=0)
         kp_sources = {k: ops.repeat(v, repeat, axis=0) for k, v in kp_source.items() if k != "heatmap"}
         kp_driving = {k: v for k, v in kp_driving.items() if k != "heatmap"}
-        return self.generator(sources, kp_driving=kp_driving, kp_source=kp_sources, training=False)["prediction"]
+        out = self.generator(sources, kp_driving=kp_driving, kp_source=kp_sources, source_features=features,
+                             training=False)
+        return out["prediction"]
 
     def keypoints(self, frames):
         """Keypoints of ``(T, H, W, C)`` frames, computed in batches: ``{"value", "jacobian"}`` numpy."""
@@ -163,6 +170,7 @@ class Animator:
             raise ValueError(f"`source` {source.shape[1:]} and `driving` frames {driving.shape[1:]} must have the same size.")
         kp_source = {k: v for k, v in self._detect(np.repeat(source, self.batch_size, axis=0)).items() if k != "heatmap"}
         kp_source = {k: np.asarray(ops.convert_to_numpy(v))[:1] for k, v in kp_source.items()}
+        source_features = self._encode(source)  # the source is encoded once, not once per frame
         kp_driving = self.keypoints(driving)
         start = 0 if best_frame is None else int(best_frame)
         if not 0 <= start < len(driving):
@@ -175,7 +183,51 @@ class Animator:
             chunk = {k: v[begin:begin + self.batch_size] for k, v in kp_norm.items()}
             count = len(chunk["value"])
             chunk = {k: np.concatenate([v, np.repeat(v[-1:], self.batch_size - count, axis=0)]) for k, v in chunk.items()}
-            frames.append(np.asarray(ops.convert_to_numpy(self._generate(source, kp_source, chunk)))[:count])
+            out = self._generate(source, source_features, kp_source, chunk)
+            frames.append(np.asarray(ops.convert_to_numpy(out))[:count])
             if progress:
                 progress(min(begin + count, len(driving)), len(driving))
         return np.clip(np.concatenate(frames), 0.0, 1.0)
+
+
+def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scale=False, find_best=False,
+            batch_size=8, progress=None):
+    """Frames of ``source`` moving like ``driving``, in one call.
+
+    Args:
+        source: an ``(H, W, 3)`` image in [0, 1] (or a path to an image file).
+        driving: ``(T, H, W, 3)`` frames in [0, 1] (or a path to a video).
+        checkpoint: a ``.kmt`` file or a loaded :class:`kmt.checkpoint.Checkpoint`;
+            default: the model shipped with kmt.
+        relative, adapt_movement_scale: see :func:`normalize_kp`.
+        find_best: start from the driving frame whose keypoints look most like the
+            source's (:func:`find_best_frame`) and animate both ways from it.
+
+    Inputs of another size than the model's are resized (a notice says so).
+    Returns ``(T, h, w, 3)`` float32 frames at the model's size.
+    """
+    from kmt import checkpoint as ckpt
+    from kmt.media import read_frames_for_model, read_image, resize_frames
+
+    if checkpoint is None:
+        from kmt.pretrained import default_checkpoint
+
+        checkpoint = default_checkpoint()
+    loaded = checkpoint if isinstance(checkpoint, ckpt.Checkpoint) else ckpt.load(checkpoint, ("kp_detector", "generator"))
+    size = loaded.image_size or (256, 256)
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        source = read_image(source, size, label="source")
+    if isinstance(driving, (str, bytes)) or hasattr(driving, "__fspath__"):
+        driving, _ = read_frames_for_model(driving, size, label="driving")
+    source, driving = np.asarray(source, "float32"), np.asarray(driving, "float32")
+    source = source[0] if source.ndim == 4 else source
+    if source.shape[:2] != tuple(size):
+        source = resize_frames(source, size)
+    if driving.shape[1:3] != tuple(size):
+        driving = resize_frames(driving, size)
+    animator = Animator(loaded.kp_detector, loaded.generator, batch_size=batch_size)
+    best = None
+    if find_best:
+        best = find_best_frame(animator.keypoints(source[None])["value"][0], animator.keypoints(driving)["value"])
+    return animator.animate(source, driving, relative=relative, adapt_movement_scale=adapt_movement_scale,
+                            best_frame=best, progress=progress)

@@ -54,7 +54,7 @@ def cmd_animate(args):
         raise UsageError(f"--out must end in .mp4, .mov or .gif; got {args.out!r}.")
     from kmt import animation
     from kmt.checkpoint import load
-    from kmt.media import compose_side_by_side, read_image, read_frames_for_model, save_animation
+    from kmt.media import compose_side_by_side, read_frames_for_model, read_image, save_animation
 
     loaded = load(_resolve_checkpoint(args.checkpoint), networks=("kp_detector", "generator"))
     size = loaded.image_size or (256, 256)

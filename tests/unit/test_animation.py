@@ -1,0 +1,117 @@
+"""kmt.animation: keypoint normalisation as the reference's animate.py, best frame, batched animation."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from kmt import animation, checkpoint
+from kmt.config import build_models
+
+SIZE = 32
+CONFIG = {
+    "model_params": {
+        "common_params": {"num_kp": 4, "num_channels": 3, "estimate_jacobian": True},
+        "kp_detector_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16,
+                               "scale_factor": 0.5, "num_blocks": 2},
+        "generator_params": {"block_expansion": 4, "max_features": 16, "num_down_blocks": 1,
+                             "num_bottleneck_blocks": 1, "estimate_occlusion_map": True,
+                             "dense_motion_params": {"block_expansion": 4, "max_features": 16,
+                                                     "num_blocks": 2, "scale_factor": 0.5}},
+        "discriminator_params": {"scales": [1]},
+    },
+}
+
+
+def test_convex_hull_area():
+    assert animation.convex_hull_area([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]]) == pytest.approx(1.0)
+    assert animation.convex_hull_area([[0, 0], [2, 0], [0, 3]]) == pytest.approx(3.0)
+    assert animation.convex_hull_area([[0, 0], [1, 1], [2, 2]]) == 0.0
+    assert animation.convex_hull_area([[0, 0], [1, 1]]) == 0.0
+
+
+def random_kp(rng, batch, k=4):
+    jac = np.eye(2)[None, None] + rng.normal(0, 0.2, (batch, k, 2, 2))
+    return {"value": rng.uniform(-0.8, 0.8, (batch, k, 2)).astype("float32"), "jacobian": jac.astype("float32")}
+
+
+def test_normalize_kp_absolute_relative_and_adapted():
+    rng = np.random.default_rng(0)
+    source, initial, driving = random_kp(rng, 1), random_kp(rng, 1), random_kp(rng, 5)
+    absolute = animation.normalize_kp(source, driving, initial)
+    np.testing.assert_array_equal(ops.convert_to_numpy(absolute["value"]), driving["value"])
+
+    relative = animation.normalize_kp(source, driving, initial, use_relative_movement=True,
+                                      use_relative_jacobian=True)
+    expected = source["value"] + (driving["value"] - initial["value"])
+    np.testing.assert_allclose(ops.convert_to_numpy(relative["value"]), expected, atol=1e-6)
+    jac = driving["jacobian"] @ np.linalg.inv(initial["jacobian"]) @ source["jacobian"]
+    np.testing.assert_allclose(ops.convert_to_numpy(relative["jacobian"]), jac, atol=1e-5)
+
+    adapted = animation.normalize_kp(source, driving, initial, adapt_movement_scale=True,
+                                     use_relative_movement=True)
+    scale = np.sqrt(animation.convex_hull_area(source["value"][0]) / animation.convex_hull_area(initial["value"][0]))
+    expected = source["value"] + scale * (driving["value"] - initial["value"])
+    np.testing.assert_allclose(ops.convert_to_numpy(adapted["value"]), expected, atol=1e-5)
+    # Without relative Jacobians the driving Jacobians pass through unchanged.
+    np.testing.assert_array_equal(ops.convert_to_numpy(adapted["jacobian"]), driving["jacobian"])
+
+
+def test_find_best_frame_ignores_position_and_size():
+    rng = np.random.default_rng(1)
+    source = rng.uniform(-0.5, 0.5, (6, 2))
+    frames = rng.uniform(-0.5, 0.5, (7, 6, 2))
+    frames[4] = 0.5 * source + 0.2  # the same shape, smaller and moved
+    assert animation.find_best_frame(source, frames) == 4
+
+
+@pytest.fixture(scope="module")
+def models():
+    return build_models(CONFIG, networks=("kp_detector", "generator"))
+
+
+def test_batched_animation_equals_the_generator_frame_by_frame(models):
+    rng = np.random.default_rng(2)
+    source = rng.random((SIZE, SIZE, 3), dtype="float32")
+    driving = rng.random((5, SIZE, SIZE, 3), dtype="float32")
+    frames = animation.Animator(models["kp_detector"], models["generator"], batch_size=2).animate(
+        source, driving, relative=False)
+    assert frames.shape == (5, SIZE, SIZE, 3)
+    kp_source = models["kp_detector"](source[None], training=False)
+    for t in (0, 4):
+        kp_driving = models["kp_detector"](driving[t:t + 1], training=False)
+        out = models["generator"](source[None], kp_driving=kp_driving, kp_source=kp_source, training=False)
+        np.testing.assert_allclose(frames[t], np.clip(ops.convert_to_numpy(out["prediction"])[0], 0, 1), atol=2e-5)
+
+
+def test_relative_animation_of_the_source_by_itself_is_its_reconstruction(models):
+    """Driving with a still video whose first frame is the source moves nothing: every frame is equal."""
+    rng = np.random.default_rng(3)
+    source = rng.random((SIZE, SIZE, 3), dtype="float32")
+    frames = animation.Animator(models["kp_detector"], models["generator"], batch_size=4).animate(
+        source, np.repeat(source[None], 3, axis=0), relative=True, adapt_movement_scale=True)
+    np.testing.assert_allclose(frames[0], frames[2], atol=1e-6)
+
+
+def test_animate_reads_files_and_resizes(models, tmp_path, capsys):
+    from PIL import Image
+
+    from kmt.data import write_video
+
+    path = checkpoint.save(str(tmp_path / "m.kmt"), CONFIG, models, image_size=(SIZE, SIZE))
+    rng = np.random.default_rng(4)
+    Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(tmp_path / "s.png")
+    write_video(str(tmp_path / "d.gif"), rng.random((3, 40, 40, 3), dtype="float32"), fps=5)
+    frames = animation.animate(str(tmp_path / "s.png"), str(tmp_path / "d.gif"), checkpoint=path, find_best=True)
+    assert frames.shape == (3, SIZE, SIZE, 3)
+    assert "resized from 40x40 to 32x32" in capsys.readouterr().err
+
+
+def test_animate_rejects_bad_input(models):
+    animator = animation.Animator(models["kp_detector"], models["generator"])
+    source = np.zeros((SIZE, SIZE, 3), "float32")
+    with pytest.raises(ValueError, match="at least one frame"):
+        animator.animate(source, np.zeros((0, SIZE, SIZE, 3), "float32"))
+    with pytest.raises(ValueError, match="must have the same size"):
+        animator.animate(source, np.zeros((2, SIZE + 1, SIZE, 3), "float32"))
+    with pytest.raises(ValueError, match="`best_frame` must be an index"):
+        animator.animate(source, np.zeros((2, SIZE, SIZE, 3), "float32"), best_frame=5)
