@@ -23,7 +23,7 @@ import numpy as np
 
 from kmt import checkpoint as ckpt
 from kmt.config import build_models, load_config
-from kmt.losses import VGG19Features, sample_transform_parameters
+from kmt.losses import VGG19Features, sample_transform_parameters, vgg_layers_needed
 from kmt.train_step import TrainStep
 
 __all__ = ["Trainer", "learning_rate_at", "OPTIMIZER_NAMES"]
@@ -76,8 +76,8 @@ class Trainer:
             name: keras.optimizers.Adam(self.train_params[_LEARNING_RATE_KEYS[name]], beta_1=0.5, beta_2=0.999)
             for name in OPTIMIZER_NAMES
         }
-        needs_vgg = sum(self.train_params["loss_weights"]["perceptual"]) != 0
-        self.vgg = (vgg if vgg is not None else VGG19Features()) if needs_vgg else None
+        layers = vgg_layers_needed(self.train_params["loss_weights"]["perceptual"])
+        self.vgg = (vgg if vgg is not None else VGG19Features(num_layers=layers)) if layers else None
         self.step = TrainStep(
             self.models["kp_detector"],
             self.models["generator"],
