@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 BOOK_STAMP := $(VENV)/.book-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: book test test-notebooks install install-dev sync benchmarks clean
+.PHONY: book test test-notebooks install install-dev sync benchmarks student grade clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ test-notebooks: $(DEV_STAMP)
 
 sync: $(BOOK_STAMP)
 	$(PY) tools/sync_chapters.py
+
+# The classroom kit (see book/instructors.md): the student edition of every chapter in
+# _build/student/release and its autograder in _build/student/autograder.
+student: $(BOOK_STAMP)
+	$(PY) tools/student_edition.py --out _build/student
+
+# Grade completed notebooks: make grade SUBMISSIONS="submissions/*/01_coordinates_and_warping.ipynb"
+grade: $(BOOK_STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo 'name the notebooks: make grade SUBMISSIONS="path/*.ipynb"'; exit 2; }
+	$(PY) tools/autograde.py $(SUBMISSIONS) --jobs 2 --csv _build/student/grades.csv --feedback _build/student/feedback
 
 benchmarks: $(DEV_STAMP)
 	$(PY) benchmarks/warp.py

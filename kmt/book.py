@@ -75,8 +75,14 @@ def repository_root():
 
 
 def read_result(name):
-    """The text of ``benchmarks/results/<name>``, or a note saying how to produce it."""
+    """The text of ``benchmarks/results/<name>``, or a note saying how to produce it.
+
+    Markdown headings are demoted two levels, so a result shown inside a chapter
+    section does not add a title to the page.
+    """
+    import re
+
     path = repository_root() / "benchmarks" / "results" / name
     if not path.exists():
         return f"*No recorded result `{name}` yet: run `make benchmarks` to measure this machine.*"
-    return path.read_text()
+    return re.sub(r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", path.read_text(), flags=re.M)

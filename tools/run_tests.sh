@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The test suite behind `make test` (run it through make, which prepares .venv first).
 #   repo       repository checks, once: notebooks committed without outputs, chapter code in
-#              sync with kmt/, every chapter in the table of contents, the GPU workflow valid;
+#              sync with kmt/, every chapter in the table of contents, the GPU workflow valid,
+#              the student edition and the autograder (instructor version full marks, student
+#              edition zero: every chapter is graded twice, about half a minute each);
 #   unit       the kmt unit tests, once per Keras backend (TensorFlow, JAX, PyTorch), one process each;
 #   notebooks  every chapter under nbval, at the size KMT_SIZE names (smoke by default);
-#   site       the site built with Sphinx warnings as errors, at the same size.
+#   site       the site built with Sphinx warnings as errors, at the same size;
+#   browser    every page of that site in headless Chromium (Debian's, installed with apt-get when
+#              missing): titles, figures, animations, console errors, navigation, search, internal
+#              links; screenshots in _build/$KMT_SIZE/_build/screenshots.
 # With no argument every step runs, in that order; `tools/run_tests.sh notebooks` runs one step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +22,10 @@ step() { printf '\n==== %s (%ds elapsed)\n' "$1" $((SECONDS - started)); }
 run_repo() {
   step "repository checks"
   KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider tests/repo
+  if [ -f _build/classroom-test/grades.txt ]; then
+    echo "Autograder on every chapter (instructor version, then untouched student edition):"
+    cut -c1-150 _build/classroom-test/grades.txt
+  fi
 }
 
 run_unit() {
@@ -38,12 +47,27 @@ run_site() {
     --path-output "_build/$KMT_SIZE" -W -n --keep-going -q
 }
 
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] || [ -n "${KMT_CHROMIUM:-}" ] && return 0
+  echo "Installing Debian's chromium for the browser test (apt-get)."
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+}
+
+run_browser() {
+  step "the site in Chromium (KMT_SIZE=$KMT_SIZE)"
+  ensure_chromium
+  python -m pytest -q -p no:cacheprovider tests/site --site "_build/$KMT_SIZE/_build/html"
+}
+
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(repo unit notebooks site)
+[ ${#steps[@]} -gt 0 ] || steps=(repo unit notebooks site browser)
 for name in "${steps[@]}"; do
   case "$name" in
-    repo | unit | notebooks | site) "run_$name" ;;
-    *) echo "unknown step '$name': expected repo, unit, notebooks or site" >&2; exit 2 ;;
+    repo | unit | notebooks | site | browser) "run_$name" ;;
+    *) echo "unknown step '$name': expected repo, unit, notebooks, site or browser" >&2; exit 2 ;;
   esac
 done
 step "done"

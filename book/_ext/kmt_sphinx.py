@@ -11,7 +11,19 @@ MyST substitutions, so install instructions and Colab links follow it too:
 * ``{{ colab_base }}``: the Colab address of the book folder on GitHub.
 
 (MyST does not substitute inside code blocks, so the commands come as inline code.)
+
+It also adds the ``{graded-exercises}`` directive: a table of every chapter's graded
+exercises, read from the notebooks' grading metadata (see ``tools/autograde.py``), for the
+instructors' page.
 """
+
+import sys
+from pathlib import Path
+
+import nbformat
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
 
 
 def _derive(app, config):
@@ -28,6 +40,34 @@ def _derive(app, config):
     config.myst_substitutions = substitutions
 
 
+class GradedExercises(SphinxDirective):
+    """A table: the exercise (linked to its chapter), the function the student writes, its checker, points."""
+
+    def run(self):
+        tools = Path(self.env.srcdir).parent / "tools"
+        sys.path.insert(0, str(tools))
+        try:
+            from autograde import grading_spec
+        finally:
+            sys.path.remove(str(tools))
+        lines = ["| exercise | you write | checker (`kmt.check.`) | points |", "| --- | --- | --- | --- |"]
+        site_map = getattr(self.env, "external_site_map", None)
+        listed = set(site_map) if site_map is not None else self.env.found_docs
+        for path in sorted(Path(self.env.srcdir).glob("*.ipynb")):
+            if path.stem not in listed:
+                continue  # a notebook the table of contents does not list is not part of the book
+            self.env.note_dependency(str(path))
+            notebook = nbformat.read(path, as_version=4)
+            exercises, hidden = grading_spec(notebook, path.name)
+            for e in exercises:
+                extra = " and hidden tests" if e["exercise"] in hidden else ""
+                lines.append(f"| [{e['number']}]({path.name}) | `{e['function']}` | `{e['checker']}`{extra} | {e['points']} |")
+        node = nodes.container(classes=["kmt-graded-exercises"])
+        self.state.nested_parse(StringList(lines), self.content_offset, node)
+        return [node]
+
+
 def setup(app):
     app.connect("config-inited", _derive)
+    app.add_directive("graded-exercises", GradedExercises)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
