@@ -112,6 +112,27 @@ WIDGETS_CONFIG = """(function () {
                      + '_static/vendor/html-manager/dist', document.baseURI).href;
   window.__jupyter_widgets_assets_path__ = dist + '/';
   window.require = {paths: {'@jupyter-widgets/html-manager/dist': dist, '@jupyter-widgets': dist}};
+})();
+// The widgets typeset their descriptions with MathJax 2's ``MathJax.Hub.Queue``; the site runs
+// MathJax 3. Give every MathJax object (the configuration, then the loaded library) a ``Hub``
+// whose ``Queue`` typesets the element with MathJax 3's ``typesetPromise``.
+(function () {
+  function withHub(mathjax) {
+    if (mathjax && typeof mathjax === 'object' && !mathjax.Hub) {
+      mathjax.Hub = {Queue: function () {
+        Array.prototype.forEach.call(arguments, function (job) {
+          var element = Array.isArray(job) ? job[2] : null;
+          if (element && current && current.typesetPromise) {
+            current.typesetPromise([element]).catch(function () {});
+          }
+        });
+      }};
+    }
+    return mathjax;
+  }
+  var current = withHub(window.MathJax);
+  Object.defineProperty(window, 'MathJax', {configurable: true,
+    get: function () { return current; }, set: function (value) { current = withHub(value); }});
 })();"""
 
 
