@@ -12,15 +12,19 @@ import keras
 __all__ = ["compile_function"]
 
 
-def compile_function(fn, jit=True, variables=()):
-    """``fn`` compiled for the current backend; ``variables`` are the Keras variables it reads."""
+def compile_function(fn, jit=True, variables=(), xla=True):
+    """``fn`` compiled for the current backend; ``variables`` are the Keras variables it reads.
+
+    With ``xla=False`` TensorFlow builds a graph without XLA (oneDNN kernels, which
+    multiply bfloat16 in hardware where the CPU can); JAX always uses XLA.
+    """
     backend = keras.backend.backend()
     if not jit or backend == "torch":
         return fn
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return tf.function(fn, jit_compile=xla, reduce_retracing=True)
     if backend == "jax":
         import jax
 

@@ -115,3 +115,20 @@ def test_animate_rejects_bad_input(models):
         animator.animate(source, np.zeros((2, SIZE + 1, SIZE, 3), "float32"))
     with pytest.raises(ValueError, match="`best_frame` must be an index"):
         animator.animate(source, np.zeros((2, SIZE, SIZE, 3), "float32"), best_frame=5)
+
+
+def test_bfloat16_convolutions_stay_close_to_float32(models):
+    """The fast path changes the numbers (bfloat16 products) but only slightly; float32 stays exact."""
+    rng = np.random.default_rng(5)
+    source = rng.random((SIZE, SIZE, 3), dtype="float32")
+    driving = rng.random((3, SIZE, SIZE, 3), dtype="float32")
+    exact = animation.Animator(models["kp_detector"], models["generator"], batch_size=2).animate(source, driving)
+    fast = animation.Animator(models["kp_detector"], models["generator"], batch_size=2,
+                              convolutions="bfloat16").animate(source, driving)
+    again = animation.Animator(models["kp_detector"], models["generator"], batch_size=2).animate(source, driving)
+    difference = np.abs(fast - exact).max()
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    assert 0 < difference < 5e-2, difference
+    np.testing.assert_array_equal(again, exact)  # the setting does not outlive its animator's calls
+    with pytest.raises(ValueError, match="`convolutions` must be 'float32' or 'bfloat16'; got 'float16'"):
+        animation.Animator(models["kp_detector"], models["generator"], convolutions="float16")

@@ -58,7 +58,7 @@ def test_help_lists_every_command():
 def test_animate_writes_a_video_and_resizes_with_a_notice(files):
     out = files["folder"] / "result.mp4"
     result = kmt("animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint",
-                 files["checkpoint"], "--out", out, "--relative", "--adapt-scale")
+                 files["checkpoint"], "--out", out, "--relative", "--adapt-scale", "--convolutions", "bfloat16")
     assert result.returncode == 0, result.stderr
     assert "resized from 48x48 to 32x32" in result.stderr
     frames = read_video(str(out))

@@ -241,3 +241,21 @@ def test_get_config_round_trip(layer):
     assert restored.get_config() == config
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer) and restored.get_config() == config
+
+
+def test_convolution_dtype_runs_the_product_in_bfloat16_and_restores_float32():
+    from kmt.layers import convolution_dtype
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, 9, 7, 5)).astype("float32")
+    kernel = rng.normal(size=(3, 3, 5, 4)).astype("float32")
+    exact = to_numpy(conv_nhwc(x, kernel, padding="same"))
+    with convolution_dtype("bfloat16"):
+        fast = conv_nhwc(x, kernel, padding="same")
+    assert keras.backend.standardize_dtype(fast.dtype) == "float32"
+    relative = np.abs(to_numpy(fast) - exact).max() / np.abs(exact).max()
+    assert 1e-5 < relative < 2e-2, relative
+    np.testing.assert_array_equal(to_numpy(conv_nhwc(x, kernel, padding="same")), exact)
+    with pytest.raises(ValueError, match="`dtype` must be one of .*got 'float16'"):
+        with convolution_dtype("float16"):
+            pass
