@@ -105,7 +105,10 @@ class StillKeypoints(keras.Model):
 class CopySource(keras.Model):
     """A generator that returns its source image: reconstruction is then the copy baseline."""
 
-    def call(self, source, kp_driving=None, kp_source=None, training=False):
+    def encode_source(self, source, training=False):
+        return source
+
+    def call(self, source, kp_driving=None, kp_source=None, source_features=None, training=False):
         return {"prediction": source}
 
 
