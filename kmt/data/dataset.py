@@ -82,9 +82,11 @@ class FramesDataset:
         self._unreadable = set()
         self._lock = threading.Lock()
         train_dir, test_dir = os.path.join(root_dir, "train"), os.path.join(root_dir, "test")
-        if os.path.isdir(train_dir):
+        if os.path.isdir(train_dir) or os.path.isdir(test_dir):
             if not os.path.isdir(test_dir):
                 raise ValueError(f"{root_dir!r} has a train/ folder but no test/ folder")
+            if is_train and not os.path.isdir(train_dir):
+                raise ValueError(f"{root_dir!r} has a test/ folder but no train/ folder to train on")
             self.root_dir = train_dir if is_train else test_dir
             names = self._scan(self.root_dir)
         else:

@@ -283,3 +283,13 @@ def test_batches_reach_keras_on_this_backend(tmp_path):
     stream = synthetic.PairStream("figures", size=S, batch_size=3, steps_per_epoch=2)
     y = keras_dataset(stream)[1]
     assert y["source_keypoints"].shape == (3, 14, 2) and "name" not in y
+
+
+def test_a_test_only_dataset_is_read_for_testing_and_refused_for_training(tmp_path):
+    """What `kmt synth --num-train 0` writes: test/ alone, evaluated as it is, never split at random."""
+    synthetic.write_dataset(str(tmp_path), "faces", num_train=0, num_test=2, num_frames=4, size=S)
+    assert not os.path.isdir(tmp_path / "train")
+    testing = FramesDataset(tmp_path, frame_shape=[S, S, 3], is_train=False)
+    assert testing.root_dir == str(tmp_path / "test") and len(testing.names) == 2
+    with pytest.raises(ValueError, match="has a test/ folder but no train/ folder to train on"):
+        FramesDataset(tmp_path, frame_shape=[S, S, 3])
