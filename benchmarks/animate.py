@@ -23,8 +23,9 @@ the source keypoints every frame) is reported as well.
 
     python benchmarks/animate.py --official-dir ../official-fomm [--repeats 10] [--rounds 2]
 
-Results go to benchmarks/results/animate.md and animate.json (``animate-threads<N>.*`` with
-``--threads N``; ``--no-write`` to skip).
+Results go to benchmarks/results/animate.md and animate.json (``animate-<config>.*`` for another
+config than vox-256, e.g. ``--config synthetic-faces-64 --size 64``, the shipped model's architecture;
+``-threads<N>`` added with ``--threads N``; ``--no-write`` to skip).
 """
 
 import argparse
@@ -321,7 +322,8 @@ def main():
 
     rows, loads = measure(args)
     script = None
-    if args.official_dir and os.path.exists(args.official_script):
+    official_config = os.path.join(args.official_dir or "", "config", f"{args.config}.yaml")
+    if args.official_dir and os.path.exists(args.official_script) and os.path.exists(official_config):
         print("the official timing script ...", file=sys.stderr, flush=True)
         script = _official_script(args.official_script, args.official_dir, args.config, args.size, min(args.repeats, 3))
     summary = {
@@ -343,7 +345,8 @@ def main():
     if not args.no_write:
         results = os.path.join(HERE, "results")
         os.makedirs(results, exist_ok=True)
-        stem = "animate" if not args.threads else f"animate-threads{args.threads}"
+        stem = "animate" if args.config == "vox-256" else f"animate-{os.path.splitext(os.path.basename(args.config))[0]}"
+        stem += f"-threads{args.threads}" if args.threads else ""
         with open(os.path.join(results, f"{stem}.json"), "w") as handle:
             json.dump(summary, handle, indent=2)
         with open(os.path.join(results, f"{stem}.md"), "w") as handle:
