@@ -55,8 +55,20 @@ grade: $(BOOK_STAMP)
 	@test -n "$(SUBMISSIONS)" || { echo 'name the notebooks: make grade SUBMISSIONS="path/*.ipynb"'; exit 2; }
 	$(PY) tools/autograde.py $(SUBMISSIONS) --jobs 2 --csv _build/student/grades.csv --feedback _build/student/feedback
 
+# Every benchmark, each printing ratios measured side by side in one run (results in
+# benchmarks/results/). OFFICIAL_DIR, a checkout of the official first-order-model kept outside
+# this repository, adds the official PyTorch code to the animation and training-step tables.
+OFFICIAL_DIR ?=
+OFFICIAL := $(if $(OFFICIAL_DIR),--official-dir $(abspath $(OFFICIAL_DIR)))
+OFFICIAL_SCRIPT := $(if $(OFFICIAL_DIR),--official-script $(abspath ../shared/bench/official_fomm_bench.py))
 benchmarks: $(DEV_STAMP)
 	$(PY) benchmarks/warp.py
+	$(PY) benchmarks/data.py --out benchmarks/results/data.md
+	$(PY) benchmarks/animate.py $(OFFICIAL)
+	$(PY) benchmarks/animate.py --batch 8 $(OFFICIAL)
+	$(PY) benchmarks/animate.py --config synthetic-faces-64 --size 64 $(OFFICIAL)
+	$(PY) benchmarks/animate.py --config synthetic-faces-64 --size 64 --batch 8 --repeats 30 --rounds 3 $(OFFICIAL)
+	$(PY) benchmarks/train_step.py $(OFFICIAL) $(OFFICIAL_SCRIPT)
 
 clean:
 	rm -rf _build
