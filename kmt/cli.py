@@ -87,14 +87,20 @@ def cmd_animate(args):
 
 # train ----------------------------------------------------------------------------------------
 def cmd_train(args):
-    from kmt.config import load_config
+    from kmt.config import load_config, override_config
     from kmt.training import Trainer
     from kmt.training_data import training_batches
 
-    config = load_config(args.config)
+    config = override_config(args.config, args.set) if args.set else load_config(args.config)
     if "train_params" not in config:
         raise UsageError(f"--config {args.config!r} has no train_params section.")
-    trainer = Trainer(config, args.log_dir, resume=args.resume or None, seed=args.seed, jit=not args.no_jit)
+    if args.resume and args.init_from:
+        raise UsageError("give --resume (continue a run) or --init-from (start a run from a checkpoint's weights), "
+                         "not both.")
+    _require_file(args.resume, "--resume")
+    _require_file(args.init_from, "--init-from")
+    trainer = Trainer(config, args.log_dir, resume=args.resume or None, seed=args.seed, jit=not args.no_jit,
+                      init_from=args.init_from)
     batches_for_epoch, steps = training_batches(config, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
     trainer.train(batches_for_epoch, steps, num_epochs=args.epochs)
     print(os.path.join(args.log_dir, "last.kmt"))
@@ -173,6 +179,11 @@ def build_parser():
     p.add_argument("--config", required=True, help="a YAML config (official schema) or the name of a shipped config")
     p.add_argument("--log-dir", default="log", help="where checkpoints, log.csv and samples go (default: log)")
     p.add_argument("--resume", help="a training checkpoint to continue from")
+    p.add_argument("--init-from", help="start from this checkpoint's weights with fresh optimisers and epoch 0 "
+                   "(fine-tuning; weights-only checkpoints such as the shipped model work)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one setting of the config, e.g. --set train_params.epoch_milestones=[14] "
+                   "(VALUE is YAML; repeatable; only existing keys)")
     p.add_argument("--epochs", type=int, help="stop after this many epochs (default: train_params.num_epochs)")
     p.add_argument("--steps-per-epoch", type=int, help="override the steps per epoch")
     p.add_argument("--seed", type=int, default=0)

@@ -29,6 +29,7 @@ __all__ = [
     "available_configs",
     "config_path",
     "load_config",
+    "override_config",
     "validate_config",
     "build_kp_detector",
     "build_generator",
@@ -295,6 +296,37 @@ def load_config(source):
         return validate_config(config)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def override_config(config, assignments):
+    """A copy of ``config`` with ``"dotted.key=value"`` assignments applied, validated.
+
+    ``value`` is read as YAML (``train_params.epoch_milestones=[14]``,
+    ``train_params.lr_generator=1e-4``). Only keys the config already has can be
+    set, so a typo is an error that names the key, not a silent new setting.
+    """
+    config = copy.deepcopy(load_config(config))
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"An override must look like `section.key=value`; got {assignment!r}.")
+        parts = key.strip().split(".")
+        parent = config
+        for depth, part in enumerate(parts):
+            if not isinstance(parent, dict) or part not in parent:
+                where = ".".join(parts[:depth]) or "the config"
+                known = sorted(parent) if isinstance(parent, dict) else []
+                raise ValueError(f"Override {key.strip()!r}: {where} has no key {part!r}; it has {known}.")
+            if depth < len(parts) - 1:
+                parent = parent[part]
+        value = yaml.safe_load(text)
+        if isinstance(value, str) and isinstance(parent[parts[-1]], (int, float)):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
+        parent[parts[-1]] = value
+    return validate_config(config)
 
 
 def _model_params(config):

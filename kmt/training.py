@@ -46,6 +46,11 @@ class Trainer:
         log_dir: where ``log.csv``, ``samples/`` and the checkpoints go.
         resume: a training checkpoint (``.kmt``) to continue from, or ``True`` to
             continue from ``log_dir/last.kmt``.
+        init_from: a checkpoint (``.kmt``, weights only is enough, e.g. the shipped
+            model or a converted official one) whose weights start the training:
+            fine-tuning. The optimisers, the epoch count and the log start afresh;
+            networks the checkpoint lacks (often the discriminator) keep their
+            initialisation. Not together with ``resume``.
         vgg: the perceptual network (a :class:`~kmt.losses.VGG19Features`), or
             ``None`` to build one with ImageNet weights when available (a warning
             says when they are not).
@@ -56,7 +61,11 @@ class Trainer:
             config's ``dataset_params.frame_shape``).
     """
 
-    def __init__(self, config, log_dir, resume=None, vgg=None, align_corners=True, seed=0, jit=True, image_size=None):
+    def __init__(self, config, log_dir, resume=None, vgg=None, align_corners=True, seed=0, jit=True, image_size=None,
+                 init_from=None):
+        if resume and init_from:
+            raise ValueError("Give `resume` (continue a training run) or `init_from` (start a new run from a "
+                             f"checkpoint's weights), not both; got resume={resume!r}, init_from={init_from!r}.")
         self.config = load_config(config)
         if "train_params" not in self.config:
             raise ValueError("The config has no `train_params` section: it cannot drive training.")
@@ -91,6 +100,8 @@ class Trainer:
         )
         if resume:
             self.restore(os.path.join(self.log_dir, "last.kmt") if resume is True else resume)
+        if init_from:
+            self.initialize_from(init_from)
 
     # Checkpoints ------------------------------------------------------------------------------
     def save(self, path):
@@ -105,10 +116,9 @@ class Trainer:
         """Continue from a training checkpoint written by :meth:`save`."""
         loaded = ckpt.load(path)
         if loaded.training is None:
-            raise ValueError(f"{path!r} holds weights only (no training state); it cannot be resumed.")
-        for name, model in self.models.items():
-            for target, source in zip(model.variables, loaded.models[name].variables):
-                target.assign(source.value)
+            raise ValueError(f"{path!r} holds weights only (no training state); it cannot be resumed. To start "
+                             "a new run from its weights, use `init_from` (`kmt train --init-from`).")
+        self._copy_weights(loaded, path)
         for name, optimizer in self.optimizers.items():
             values = loaded.optimizer_values.get(name, [])
             if len(values) != len(optimizer.variables):
@@ -121,6 +131,28 @@ class Trainer:
         self.epoch = int(loaded.training["epoch"])
         self.seed = int(loaded.training.get("seed", self.seed))
         self.history = list(loaded.training.get("history", []))
+
+    def initialize_from(self, path):
+        """Start from the weights of the checkpoint at ``path`` (fine-tuning); returns the networks copied."""
+        loaded = ckpt.load(path)
+        return self._copy_weights(loaded, path)
+
+    def _copy_weights(self, loaded, path):
+        copied = [name for name in self.models if name in loaded.models]
+        if not copied:
+            raise ValueError(f"{path!r} holds none of the networks {sorted(self.models)}.")
+        for name in copied:
+            targets, sources = self.models[name].variables, loaded.models[name].variables
+            if len(targets) != len(sources):
+                raise ValueError(f"{path!r}: {name} has {len(sources)} variables, the config's {name} has "
+                                 f"{len(targets)}; was it written for another config?")
+            for target, source in zip(targets, sources):
+                if tuple(target.shape) != tuple(source.shape):
+                    raise ValueError(f"{path!r}: {name} variable {source.path!r} has shape {tuple(source.shape)}, "
+                                     f"the config's {target.path!r} has {tuple(target.shape)}; was it written for "
+                                     "another config?")
+                target.assign(source.value)
+        return copied
 
     # The loop ------------------------------------------------------------------------------------
     def _set_learning_rates(self, epoch):

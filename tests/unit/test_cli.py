@@ -127,3 +127,16 @@ def test_unknown_command_and_missing_arguments_are_usage_errors():
     assert kmt("dance").returncode == 2
     result = kmt("animate", "--source", "x.png")
     assert result.returncode == 2 and "required" in result.stderr
+
+
+def test_train_refuses_resume_with_init_from_and_a_missing_checkpoint(files, tmp_path):
+    result = kmt("train", "--config", "synthetic-faces-64", "--log-dir", tmp_path, "--resume", files["checkpoint"],
+                 "--init-from", files["checkpoint"])
+    assert result.returncode == 2 and "not both" in result.stderr and "Traceback" not in result.stderr
+    result = kmt("train", "--config", "synthetic-faces-64", "--log-dir", tmp_path, "--init-from", tmp_path / "no.kmt")
+    assert result.returncode == 2 and "--init-from: no file at" in result.stderr
+
+
+def test_train_names_a_bad_override(tmp_path):
+    result = kmt("train", "--config", "synthetic-faces-64", "--log-dir", tmp_path, "--set", "train_params.lr=1")
+    assert result.returncode == 2 and "train_params has no key 'lr'" in result.stderr

@@ -11,6 +11,7 @@ from kmt.config import (
     build_models,
     config_path,
     load_config,
+    override_config,
 )
 from kmt.discriminator import MultiScaleDiscriminator
 from kmt.generator import OcclusionAwareGenerator
@@ -239,3 +240,20 @@ def test_load_config_copies_dicts():
     loaded = load_config(config)
     loaded["model_params"]["common_params"]["num_kp"] = 3
     assert config["model_params"]["common_params"]["num_kp"] == 10
+
+
+def test_overrides_set_existing_keys_as_yaml_and_name_typos():
+    base = load_config("synthetic-faces-64")
+    config = override_config("synthetic-faces-64", ["train_params.epoch_milestones=[14]",
+                                                    "train_params.lr_generator=1e-4",
+                                                    "model_params.common_params.num_kp=5"])
+    assert config["train_params"]["epoch_milestones"] == [14]
+    assert config["train_params"]["lr_generator"] == pytest.approx(1e-4)
+    assert config["model_params"]["common_params"]["num_kp"] == 5
+    assert load_config("synthetic-faces-64") == base  # the shipped file is untouched
+    with pytest.raises(ValueError, match=r"train_params has no key 'epoch_milestone'; it has \[.*'epoch_milestones'"):
+        override_config("synthetic-faces-64", ["train_params.epoch_milestone=[14]"])
+    with pytest.raises(ValueError, match="must look like `section.key=value`; got 'num_kp'"):
+        override_config("synthetic-faces-64", ["num_kp"])
+    with pytest.raises(ValueError, match=r"`model_params.common_params.num_kp` must be of type int; got 'many'"):
+        override_config("synthetic-faces-64", ["model_params.common_params.num_kp=many"])

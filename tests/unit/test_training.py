@@ -136,6 +136,33 @@ def test_resuming_from_weights_only_is_refused(tmp_path, vgg):
         Trainer(TINY, tmp_path, vgg=vgg, resume=path)
 
 
+def test_init_from_starts_a_new_run_from_a_checkpoints_weights(tmp_path, vgg):
+    source = Trainer(TINY, tmp_path / "a", vgg=vgg, seed=0)
+    source.train(batches, STEPS, num_epochs=1, progress=False)
+    shipped = {name: source.models[name] for name in ("kp_detector", "generator")}
+    path = checkpoint.save(str(tmp_path / "weights.kmt"), TINY, shipped)  # weights only, like the shipped model
+    tuned = Trainer(TINY, tmp_path / "b", vgg=vgg, seed=1, init_from=path)
+    before, mine = weights_of(source), weights_of(tuned)
+    for name in ("kp_detector", "generator"):
+        for a, b in zip(before[name], mine[name]):
+            np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(before["discriminator"], mine["discriminator"]))
+    assert tuned.epoch == 0 and tuned.history == []
+    assert all(int(ops.convert_to_numpy(o.iterations)) == 0 for o in tuned.optimizers.values())
+    tuned.train(batches, STEPS, num_epochs=1, progress=False)
+    assert tuned.epoch == 1 and os.path.exists(tmp_path / "b" / "last.kmt")
+
+
+def test_init_from_names_what_does_not_fit(tmp_path, vgg):
+    path = Trainer(TINY, tmp_path, vgg=vgg).save(str(tmp_path / "run.kmt"))
+    with pytest.raises(ValueError, match="not both"):
+        Trainer(TINY, tmp_path, vgg=vgg, resume=path, init_from=path)
+    wider = copy.deepcopy(TINY)
+    wider["model_params"]["kp_detector_params"]["block_expansion"] = 8
+    with pytest.raises(ValueError, match=r"kp_detector variable .* has shape \(.*\), the config's .* has \("):
+        Trainer(wider, tmp_path / "wider", vgg=vgg, init_from=path)
+
+
 SHIFT = 5
 LEARN = copy.deepcopy(TINY)
 LEARN["model_params"]["common_params"]["num_kp"] = 5
