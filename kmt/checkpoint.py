@@ -74,7 +74,8 @@ class Checkpoint:
         return tuple(self.metadata["image_size"]) if self.metadata.get("image_size") else None
 
 
-def _weights_bytes(model):
+def weights_to_bytes(model):
+    """The Keras ``.weights.h5`` file of ``model``, as bytes (to store inside an archive)."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.weights.h5")
         model.save_weights(path)
@@ -82,7 +83,8 @@ def _weights_bytes(model):
             return handle.read()
 
 
-def _load_weights_bytes(model, data):
+def weights_from_bytes(model, data):
+    """Load the ``.weights.h5`` bytes written by :func:`weights_to_bytes` into ``model``."""
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.weights.h5")
         with open(path, "wb") as handle:
@@ -129,7 +131,7 @@ def save(path, config, models, align_corners=True, image_size=None, training=Non
             archive.writestr("kmt-checkpoint.json", json.dumps(metadata, indent=2))
             archive.writestr("config.yaml", yaml.safe_dump(config, sort_keys=False))
             for name in metadata["networks"]:
-                archive.writestr(f"{name}.weights.h5", _weights_bytes(models[name]))
+                archive.writestr(f"{name}.weights.h5", weights_to_bytes(models[name]))
             if training is not None:
                 archive.writestr("training.json", json.dumps(training, indent=2))
             if optimizers:
@@ -200,7 +202,7 @@ def load(path, networks=None):
     training, optimizer_values = None, {}
     with _open(path) as archive:
         for name in networks:
-            _load_weights_bytes(models[name], archive.read(f"{name}.weights.h5"))
+            weights_from_bytes(models[name], archive.read(f"{name}.weights.h5"))
         names = archive.namelist()
         if "training.json" in names:
             training = json.loads(archive.read("training.json"))

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kmt.checkpoint import weights_from_bytes, weights_to_bytes
 from kmt.keypoints import soft_argmax, spatial_softmax
 from kmt.layers import TorchUniform
 
@@ -262,19 +263,7 @@ def _weights_bytes(model, image_size):
     clean = type(model).from_config(model.get_config())
     _build(clean, image_size)
     clean.set_weights(model.get_weights())
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.weights.h5")
-        clean.save_weights(path)
-        with open(path, "rb") as handle:
-            return handle.read()
-
-
-def _load_weights_bytes(model, data):
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "model.weights.h5")
-        with open(path, "wb") as handle:
-            handle.write(data)
-        model.load_weights(path)
+    return weights_to_bytes(clean)
 
 
 def save_evaluators(path, evaluators):
@@ -361,7 +350,7 @@ def load_evaluators(family=None, size=64, path=None, batch_size=32, jit=True):
     image_size = tuple(description["image_size"])
     for model, name in ((landmarks, "landmarks"), (identity, "identity")):
         _build(model, image_size)
-        _load_weights_bytes(model, weights[name])
+        weights_from_bytes(model, weights[name])
     skip = {"format", "version", "family", "image_size", "landmarks", "identity"}
     info = {k: v for k, v in description.items() if k not in skip}
     return Evaluators(landmarks, identity, description["family"], image_size, info, path, batch_size, jit)

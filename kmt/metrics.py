@@ -25,6 +25,7 @@ unit is ``(W - 1) / 2`` pixels along x and ``(H - 1) / 2`` along y.
 """
 
 import os
+import textwrap
 
 import numpy as np
 
@@ -314,7 +315,8 @@ class _Totals:
             rows.append(_row("different identities (AED scale)", aed=self._between_identities()))
             if rows[0]["akd"] is None:
                 notes.append("AKD of the model: no landmark was found in both a generated and a ground-truth frame")
-            notes.append(f"AKD, MKR and AED from the {self.judges.family} evaluators ({self.judges.path or 'given'}); "
+            source = os.path.basename(self.judges.path) if self.judges.path else "given"
+            notes.append(f"AKD, MKR and AED from the {self.judges.family} evaluators ({source}); "
                          f"AKD in pixels of the {self.size[1]}x{self.size[0]} frames; the baseline's AED is that of "
                          "two frames of one video")
         if reason:
@@ -372,5 +374,6 @@ def format_table(table):
         lines.append(f"{row['name']:<{width}}  " + "  ".join(f"{_cell(row.get(key), d):>8}" for key, _, d in columns))
     lines.append(f"{table['videos']} videos, {table['frames']} frames of {table['frame_size'][1]}x"
                  f"{table['frame_size'][0]} pixels" + (f", family {table['family']}" if table["family"] else ""))
-    lines += [f"note: {note}" for note in table["notes"]]
+    lines += [textwrap.fill(f"note: {note}", width=max(len(lines[0]), 72), subsequent_indent="      ")
+              for note in table["notes"]]
     return "\n".join(lines)
