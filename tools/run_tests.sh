@@ -2,6 +2,7 @@
 # The test suite behind `make test` (run it through make, which prepares .venv first).
 #   repo       repository checks, once: notebooks committed without outputs, chapter code in
 #              sync with kmt/, every chapter in the table of contents, the GPU workflow valid,
+#              the shipped model card's metric table reproduced by its own commands,
 #              the student edition and the autograder (instructor version full marks, student
 #              edition zero: every chapter is graded twice, about half a minute each);
 #   unit       the kmt unit tests, once per Keras backend (TensorFlow, JAX, PyTorch), one process each;
