@@ -23,7 +23,10 @@ from keras import ops
 
 from kmt.losses import _inverse_2x2
 
-__all__ = ["convex_hull_area", "normalize_kp", "normalized_shape", "find_best_frame", "Animator", "animate"]
+__all__ = ["convex_hull_area", "normalize_kp", "normalized_shape", "find_best_frame", "face_alignment_landmarks",
+           "best_driving_frame", "Animator", "animate"]
+
+BEST_FRAME_LANDMARKS = ("kmt", "face-alignment")
 
 
 def convex_hull_area(points):
@@ -99,6 +102,63 @@ def find_best_frame(source_keypoints, driving_keypoints):
     source = normalized_shape(source_keypoints)
     distances = [np.sum((source - normalized_shape(frame)) ** 2) for frame in np.asarray(driving_keypoints)]
     return int(np.argmin(distances))
+
+
+def face_alignment_landmarks(frames, detector=None):
+    """68 face landmarks per frame from the ``face-alignment`` package, the detector the reference uses.
+
+    Args:
+        frames: ``(T, H, W, 3)`` float frames in [0, 1].
+        detector: a ``face_alignment.FaceAlignment``; default: a 2-D one built here (on the GPU
+            when PyTorch sees one). face-alignment fetches its own weights the first time it
+            builds one, which is why kmt only calls it when asked.
+
+    Returns a list of ``T`` items: a ``(68, 2)`` array of (x, y) pixels, or ``None`` where no
+    face was found.
+    """
+    if detector is None:
+        try:
+            import face_alignment
+        except ImportError as error:
+            raise ImportError(
+                "best-frame landmarks 'face-alignment' need the face-alignment package, which is not "
+                "installed (pip install face-alignment); the default, 'kmt', uses the model's own "
+                "keypoint detector and needs nothing else.") from error
+        import torch
+
+        kind = getattr(face_alignment.LandmarksType, "TWO_D", None) or getattr(face_alignment.LandmarksType, "_2D")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        detector = face_alignment.FaceAlignment(kind, flip_input=True, device=device)
+    landmarks = []
+    for frame in np.asarray(frames, dtype="float32"):
+        found = detector.get_landmarks(np.round(np.clip(frame * 255.0, 0.0, 255.0)).astype("uint8"))
+        landmarks.append(np.asarray(found[0], dtype="float64")[:, :2] if found else None)
+    return landmarks
+
+
+def best_driving_frame(animator, source, driving, landmarks="kmt", detector=None):
+    """Index of the driving frame to start from (:func:`find_best_frame`) with the chosen landmarks.
+
+    Args:
+        animator: an :class:`Animator`, whose keypoint detector gives the ``"kmt"`` landmarks.
+        source: ``(H, W, 3)`` image; driving: ``(T, H, W, 3)`` frames, both in [0, 1].
+        landmarks: ``"kmt"`` (the model's own keypoints) or ``"face-alignment"`` (the reference's
+            68 face landmarks, needs that package; frames where it finds no face are skipped).
+        detector: passed to :func:`face_alignment_landmarks`.
+    """
+    if landmarks not in BEST_FRAME_LANDMARKS:
+        raise ValueError(f"`landmarks` must be one of {BEST_FRAME_LANDMARKS}; got {landmarks!r}.")
+    if landmarks == "kmt":
+        return find_best_frame(animator.keypoints(source[None])["value"][0], animator.keypoints(driving)["value"])
+    (source_points,) = face_alignment_landmarks(source[None], detector)
+    if source_points is None:
+        raise ValueError("`source`: face-alignment finds no face in the source image; use landmarks='kmt'.")
+    driving_points = face_alignment_landmarks(driving, detector)
+    found = [t for t, points in enumerate(driving_points) if points is not None]
+    if not found:
+        raise ValueError(f"`driving`: face-alignment finds no face in any of its {len(driving_points)} frames; "
+                         "use landmarks='kmt'.")
+    return found[find_best_frame(source_points, np.stack([driving_points[t] for t in found]))]
 
 
 class Animator:
@@ -207,7 +267,7 @@ class Animator:
 
 
 def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scale=False, find_best=False,
-            batch_size=8, progress=None, convolutions="float32"):
+            batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt"):
     """Frames of ``source`` moving like ``driving``, in one call.
 
     Args:
@@ -218,12 +278,18 @@ def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scal
         relative, adapt_movement_scale: see :func:`normalize_kp`.
         find_best: start from the driving frame whose keypoints look most like the
             source's (:func:`find_best_frame`) and animate both ways from it.
+        best_frame_landmarks: whose landmarks ``find_best`` compares, ``"kmt"`` (the model's
+            keypoints) or ``"face-alignment"`` (see :func:`best_driving_frame`).
         convolutions: ``"float32"`` or ``"bfloat16"`` (faster, about 1e-2 off;
             see :class:`Animator`).
 
     Inputs of another size than the model's are resized (a notice says so).
     Returns ``(T, h, w, 3)`` float32 frames at the model's size.
     """
+    if best_frame_landmarks not in BEST_FRAME_LANDMARKS:
+        raise ValueError(f"`best_frame_landmarks` must be one of {BEST_FRAME_LANDMARKS}; got {best_frame_landmarks!r}.")
+    if best_frame_landmarks != "kmt" and not find_best:
+        raise ValueError("`best_frame_landmarks` only applies with `find_best=True`.")
     from kmt import checkpoint as ckpt
     from kmt.media import read_frames_for_model, read_image, resize_frames
 
@@ -246,6 +312,6 @@ def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scal
     animator = Animator(loaded.kp_detector, loaded.generator, batch_size=batch_size, convolutions=convolutions)
     best = None
     if find_best:
-        best = find_best_frame(animator.keypoints(source[None])["value"][0], animator.keypoints(driving)["value"])
+        best = best_driving_frame(animator, source, driving, landmarks=best_frame_landmarks)
     return animator.animate(source, driving, relative=relative, adapt_movement_scale=adapt_movement_scale,
                             best_frame=best, progress=progress)

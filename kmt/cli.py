@@ -52,6 +52,14 @@ def cmd_animate(args):
     _require_file(args.checkpoint, "--checkpoint")
     if not str(args.out).lower().endswith((".mp4", ".mov", ".gif")):
         raise UsageError(f"--out must end in .mp4, .mov or .gif; got {args.out!r}.")
+    if args.best_frame_landmarks != "kmt":
+        if not args.find_best_frame:
+            raise UsageError("--best-frame-landmarks only applies with --find-best-frame; add it or drop the option.")
+        import importlib.util
+
+        if importlib.util.find_spec("face_alignment") is None:
+            raise UsageError("--best-frame-landmarks face-alignment needs the face-alignment package, which is not "
+                             "installed (pip install face-alignment); the default, kmt, needs nothing else.")
     from kmt import animation
     from kmt.checkpoint import load
     from kmt.media import compose_side_by_side, read_frames_for_model, read_image, save_animation
@@ -71,8 +79,7 @@ def cmd_animate(args):
                                   convolutions=args.convolutions)
     best = None
     if args.find_best_frame:
-        kp_source = animator.keypoints(source[None])["value"][0]
-        best = animation.find_best_frame(kp_source, animator.keypoints(driving)["value"])
+        best = animation.best_driving_frame(animator, source, driving, landmarks=args.best_frame_landmarks)
         print(f"best frame: {best}", file=sys.stderr)
     frames = animator.animate(source, driving, relative=args.relative, adapt_movement_scale=args.adapt_scale,
                               best_frame=best, progress=_progress("frames"))
@@ -165,6 +172,9 @@ def build_parser():
     p.add_argument("--adapt-scale", action="store_true", help="scale the movement by the keypoint hull areas")
     p.add_argument("--find-best-frame", action="store_true",
                    help="start from the driving frame whose keypoints look most like the source's")
+    p.add_argument("--best-frame-landmarks", choices=["kmt", "face-alignment"], default="kmt",
+                   help="landmarks --find-best-frame compares: the model's keypoints (default) or, if the "
+                        "face-alignment package is installed, its 68 face landmarks as the reference does")
     p.add_argument("--side-by-side", action="store_true", help="write source | driving | result panels")
     p.add_argument("--keypoints", action="store_true", help="draw keypoints on the driving and result panels")
     p.add_argument("--batch-size", type=int, default=8, help="frames per compiled call (default 8)")

@@ -1,5 +1,7 @@
 """kmt.animation: keypoint normalisation as the reference's animate.py, best frame, batched animation."""
 
+import sys
+
 import numpy as np
 import pytest
 from keras import ops
@@ -62,6 +64,58 @@ def test_find_best_frame_ignores_position_and_size():
     frames = rng.uniform(-0.5, 0.5, (7, 6, 2))
     frames[4] = 0.5 * source + 0.2  # the same shape, smaller and moved
     assert animation.find_best_frame(source, frames) == 4
+
+
+class FakeFaceAlignment:
+    """Stands in for ``face_alignment.FaceAlignment``: a frame's mean grey level picks its landmarks."""
+
+    def __init__(self, shapes):
+        self.shapes = shapes  # {grey level 0..255: (68, 3) landmarks, or None for "no face"}
+        self.seen = []
+
+    def get_landmarks(self, image):
+        self.seen.append((image.dtype, image.shape))
+        points = self.shapes[int(round(image.mean()))]
+        return None if points is None else [points]
+
+
+def face_shapes():
+    rng = np.random.default_rng(3)
+    source = np.concatenate([rng.uniform(20, 40, (68, 2)), np.zeros((68, 1))], axis=1)
+    other = lambda: np.concatenate([rng.uniform(20, 40, (68, 2)), np.zeros((68, 1))], axis=1)  # noqa: E731
+    same_pose = source.copy()
+    same_pose[:, :2] = 0.6 * source[:, :2] + 7.0  # smaller and moved: the same shape
+    # grey level of the frame -> landmarks; 10 is the source, 50 a frame without a face
+    return {10: source, 20: other(), 50: None, 30: same_pose, 40: other()}
+
+
+def frames_of(levels, size=8):
+    return np.stack([np.full((size, size, 3), level / 255.0, "float32") for level in levels])
+
+
+def test_best_driving_frame_with_face_alignment_skips_frames_without_a_face():
+    detector = FakeFaceAlignment(face_shapes())
+    source = frames_of([10])[0]
+    driving = frames_of([20, 50, 40, 30, 20])
+    assert animation.best_driving_frame(None, source, driving, landmarks="face-alignment", detector=detector) == 3
+    assert all(dtype == np.uint8 and shape == (8, 8, 3) for dtype, shape in detector.seen)
+
+
+def test_best_driving_frame_names_what_face_alignment_did_not_find(monkeypatch):
+    detector = FakeFaceAlignment(face_shapes())
+    with pytest.raises(ValueError, match=r"`source`: face-alignment finds no face"):
+        animation.best_driving_frame(None, frames_of([50])[0], frames_of([20, 30]), "face-alignment", detector)
+    with pytest.raises(ValueError, match=r"`driving`: face-alignment finds no face in any of its 2 frames"):
+        animation.best_driving_frame(None, frames_of([10])[0], frames_of([50, 50]), "face-alignment", detector)
+    with pytest.raises(ValueError, match=r"`landmarks` must be one of \('kmt', 'face-alignment'\); got 'dlib'"):
+        animation.best_driving_frame(None, frames_of([10])[0], frames_of([20]), "dlib")
+    with pytest.raises(ValueError, match=r"`best_frame_landmarks` only applies with `find_best=True`"):
+        animation.animate(frames_of([10])[0], frames_of([20]), best_frame_landmarks="face-alignment")
+    with pytest.raises(ValueError, match=r"`best_frame_landmarks` must be one of"):
+        animation.animate(frames_of([10])[0], frames_of([20]), find_best=True, best_frame_landmarks="dlib")
+    monkeypatch.setitem(sys.modules, "face_alignment", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install face-alignment"):
+        animation.face_alignment_landmarks(frames_of([10]))
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,19 @@ def test_animate_bad_inputs_exit_2_with_a_message(files, change, message):
     assert "Traceback" not in result.stderr
 
 
+def test_animate_face_alignment_landmarks_need_the_package_and_find_best_frame(files, monkeypatch, capsys):
+    from kmt.cli import main
+
+    args = ["animate", "--source", str(files["source"]), "--driving", str(files["driving"]), "--checkpoint",
+            str(files["checkpoint"]), "--out", str(files["folder"] / "fa.mp4"), "--best-frame-landmarks", "face-alignment"]
+    assert main(args) == 2
+    assert "--best-frame-landmarks only applies with --find-best-frame" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "face_alignment", None)  # as if not installed
+    assert main(args + ["--find-best-frame"]) == 2
+    assert "needs the face-alignment package, which is not installed" in capsys.readouterr().err
+    assert not (files["folder"] / "fa.mp4").exists()
+
+
 def test_animate_rejects_an_empty_or_corrupt_video(files):
     bad = files["folder"] / "corrupt.mp4"
     bad.write_bytes(b"not a video at all")
