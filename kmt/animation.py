@@ -168,7 +168,9 @@ class Animator:
         kp_detector, generator: trained models (e.g. ``kmt.checkpoint.load(path)``).
         batch_size: driving frames per compiled call (the last batch is padded,
             so every call has the same shape and compiles once).
-        jit: compile with XLA on TensorFlow and JAX.
+        jit: compile on TensorFlow and JAX. JAX always uses XLA; TensorFlow uses XLA
+            for one frame per call and its oneDNN graph for batches, the faster of the two
+            at 1 and at 8 frames per call in ``benchmarks/animate.py`` (both exact in float32).
         convolutions: ``"float32"`` (exact) or ``"bfloat16"``: the convolutions
             in bfloat16 (:func:`kmt.layers.convolution_dtype`), faster on CPUs
             that multiply bfloat16 in hardware, about 1e-2 from float32. On
@@ -184,14 +186,17 @@ class Animator:
             raise ValueError(f"`convolutions` must be 'float32' or 'bfloat16'; got {convolutions!r}.")
         self.kp_detector = kp_detector
         self.generator = generator
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a whole number of frames, at least 1; got {batch_size!r}.")
         self.batch_size = int(batch_size)
         self.convolutions = convolutions
+        self.uses_xla = convolutions == "float32" and self.batch_size == 1
 
         def in_precision(fn):
             def run(*args):
                 with convolution_dtype(convolutions):
                     return fn(*args)
-            return compile_function(run, jit, variables, xla=convolutions == "float32")
+            return compile_function(run, jit, variables, xla=self.uses_xla)
 
         variables = list(kp_detector.variables) + list(generator.variables)
         self._detect = in_precision(lambda frames: self.kp_detector(frames, training=False))

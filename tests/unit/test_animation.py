@@ -186,3 +186,13 @@ def test_bfloat16_convolutions_stay_close_to_float32(models):
     np.testing.assert_array_equal(again, exact)  # the setting does not outlive its animator's calls
     with pytest.raises(ValueError, match="`convolutions` must be 'float32' or 'bfloat16'; got 'float16'"):
         animation.Animator(models["kp_detector"], models["generator"], convolutions="float16")
+
+
+def test_animator_names_a_bad_batch_size_and_picks_xla_for_single_frames(models):
+    for bad in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=r"`batch_size` must be a whole number of frames, at least 1; got"):
+            animation.Animator(models["kp_detector"], models["generator"], batch_size=bad)
+    single = animation.Animator(models["kp_detector"], models["generator"], batch_size=1)
+    batched = animation.Animator(models["kp_detector"], models["generator"], batch_size=8)
+    low = animation.Animator(models["kp_detector"], models["generator"], batch_size=1, convolutions="bfloat16")
+    assert (single.uses_xla, batched.uses_xla, low.uses_xla) == (True, False, False)
