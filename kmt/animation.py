@@ -24,9 +24,9 @@ from keras import ops
 from kmt.losses import _inverse_2x2
 
 __all__ = ["convex_hull_area", "normalize_kp", "normalized_shape", "find_best_frame", "face_alignment_landmarks",
-           "best_driving_frame", "Animator", "animate"]
+           "best_driving_frame", "Animator", "animate", "animate_to_file"]
 
-BEST_FRAME_LANDMARKS = ("kmt", "face-alignment")
+BEST_FRAME_LANDMARKS = ("kmt", "dlib", "face-alignment")
 
 
 def convex_hull_area(points):
@@ -142,21 +142,31 @@ def best_driving_frame(animator, source, driving, landmarks="kmt", detector=None
     Args:
         animator: an :class:`Animator`, whose keypoint detector gives the ``"kmt"`` landmarks.
         source: ``(H, W, 3)`` image; driving: ``(T, H, W, 3)`` frames, both in [0, 1].
-        landmarks: ``"kmt"`` (the model's own keypoints) or ``"face-alignment"`` (the reference's
-            68 face landmarks, needs that package; frames where it finds no face are skipped).
-        detector: passed to :func:`face_alignment_landmarks`.
+        landmarks: ``"kmt"`` (the model's own keypoints), ``"dlib"`` (68 face landmarks from
+            :func:`kmt.face_evaluators.face_landmarks`, offline) or ``"face-alignment"`` (the
+            reference's 68 face landmarks, needs that package). With face landmarks, frames
+            where no face is found are skipped.
+        detector: passed to :func:`face_alignment_landmarks` (``"face-alignment"`` only).
     """
     if landmarks not in BEST_FRAME_LANDMARKS:
         raise ValueError(f"`landmarks` must be one of {BEST_FRAME_LANDMARKS}; got {landmarks!r}.")
     if landmarks == "kmt":
         return find_best_frame(animator.keypoints(source[None])["value"][0], animator.keypoints(driving)["value"])
-    (source_points,) = face_alignment_landmarks(source[None], detector)
+    if landmarks == "dlib":
+        from kmt.face_evaluators import face_landmarks
+
+        def find(frames):
+            return face_landmarks(frames)
+    else:
+        def find(frames):
+            return face_alignment_landmarks(frames, detector)
+    (source_points,) = find(source[None])
     if source_points is None:
-        raise ValueError("`source`: face-alignment finds no face in the source image; use landmarks='kmt'.")
-    driving_points = face_alignment_landmarks(driving, detector)
+        raise ValueError(f"`source`: {landmarks} finds no face in the source image; use landmarks='kmt'.")
+    driving_points = find(driving)
     found = [t for t, points in enumerate(driving_points) if points is not None]
     if not found:
-        raise ValueError(f"`driving`: face-alignment finds no face in any of its {len(driving_points)} frames; "
+        raise ValueError(f"`driving`: {landmarks} finds no face in any of its {len(driving_points)} frames; "
                          "use landmarks='kmt'.")
     return found[find_best_frame(source_points, np.stack([driving_points[t] for t in found]))]
 
@@ -271,52 +281,123 @@ class Animator:
         return np.clip(np.concatenate(frames), 0.0, 1.0)
 
 
+def _check_best_frame_options(find_best, best_frame_landmarks):
+    if best_frame_landmarks not in BEST_FRAME_LANDMARKS:
+        raise ValueError(f"`best_frame_landmarks` must be one of {BEST_FRAME_LANDMARKS}; got {best_frame_landmarks!r}.")
+    if best_frame_landmarks != "kmt" and not find_best:
+        raise ValueError("`best_frame_landmarks` only applies with `find_best=True`.")
+    import importlib.util
+
+    needs = {"face-alignment": ("face_alignment", "face-alignment", "pip install face-alignment"),
+             "dlib": ("dlib", "dlib-bin", 'pip install "keras-motion-transfer[faces]"')}.get(best_frame_landmarks)
+    if needs and importlib.util.find_spec(needs[0]) is None:
+        raise ImportError(f"`best_frame_landmarks` {best_frame_landmarks!r} needs the {needs[1]} package, which is not "
+                          f"installed ({needs[2]}); the default, 'kmt', needs nothing else.")
+
+
+def _is_path(value):
+    return isinstance(value, (str, bytes)) or hasattr(value, "__fspath__")
+
+
+def _prepared(source, driving, checkpoint, max_frames):
+    """The loaded checkpoint, the source ``(h, w, 3)`` and driving ``(T, h, w, 3)`` at its size, and the fps."""
+    from kmt.checkpoint import load
+    from kmt.media import read_frames_for_model, read_image, resize_frames
+
+    loaded = load(checkpoint, networks=("kp_detector", "generator"))
+    size = loaded.image_size or (256, 256)
+    if max_frames is not None and (int(max_frames) != max_frames or max_frames < 1):
+        raise ValueError(f"`max_frames` must be a whole number of at least 1 (or None for all); got {max_frames!r}.")
+    fps = 25.0
+    if _is_path(source):
+        source = read_image(source, size, label="source")
+    if _is_path(driving):
+        driving, fps = read_frames_for_model(driving, size, label="driving", max_frames=max_frames)
+    source, driving = np.asarray(source, "float32"), np.asarray(driving, "float32")
+    driving = driving if max_frames is None else driving[: int(max_frames)]
+    source = source[0] if source.ndim == 4 else source
+    if source.shape[:2] != tuple(size):
+        source = resize_frames(source, size)
+    if driving.ndim == 4 and driving.shape[1:3] != tuple(size):
+        driving = resize_frames(driving, size)
+    return loaded, source, driving, fps
+
+
+def _run(loaded, source, driving, relative, adapt_movement_scale, find_best, batch_size, progress, convolutions,
+         best_frame_landmarks):
+    animator = Animator(loaded.kp_detector, loaded.generator, batch_size=batch_size, convolutions=convolutions)
+    best = None
+    if find_best:
+        best = best_driving_frame(animator, source, driving, landmarks=best_frame_landmarks)
+    frames = animator.animate(source, driving, relative=relative, adapt_movement_scale=adapt_movement_scale,
+                              best_frame=best, progress=progress)
+    return frames, animator, best
+
+
 def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scale=False, find_best=False,
-            batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt"):
+            batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt", max_frames=None):
     """Frames of ``source`` moving like ``driving``, in one call.
 
     Args:
         source: an ``(H, W, 3)`` image in [0, 1] (or a path to an image file).
         driving: ``(T, H, W, 3)`` frames in [0, 1] (or a path to a video).
-        checkpoint: a ``.kmt`` file or a loaded :class:`kmt.checkpoint.Checkpoint`;
-            default: the model shipped with kmt.
+        checkpoint: anything :func:`kmt.checkpoint.load` takes: a ``.kmt`` file, a loaded
+            :class:`kmt.checkpoint.Checkpoint`, or ``None`` for the model shipped with kmt.
         relative, adapt_movement_scale: see :func:`normalize_kp`.
-        find_best: start from the driving frame whose keypoints look most like the
+        find_best: start from the driving frame whose landmarks look most like the
             source's (:func:`find_best_frame`) and animate both ways from it.
-        best_frame_landmarks: whose landmarks ``find_best`` compares, ``"kmt"`` (the model's
-            keypoints) or ``"face-alignment"`` (see :func:`best_driving_frame`).
+        best_frame_landmarks: whose landmarks ``find_best`` compares: ``"kmt"`` (the model's
+            keypoints), ``"dlib"`` (68 face landmarks from dlib, offline, the ``[faces]``
+            extra) or ``"face-alignment"`` (the reference's detector; see :func:`best_driving_frame`).
         convolutions: ``"float32"`` or ``"bfloat16"`` (faster, about 1e-2 off;
             see :class:`Animator`).
+        max_frames: use at most this many driving frames.
 
     Inputs of another size than the model's are resized (a notice says so).
     Returns ``(T, h, w, 3)`` float32 frames at the model's size.
     """
-    if best_frame_landmarks not in BEST_FRAME_LANDMARKS:
-        raise ValueError(f"`best_frame_landmarks` must be one of {BEST_FRAME_LANDMARKS}; got {best_frame_landmarks!r}.")
-    if best_frame_landmarks != "kmt" and not find_best:
-        raise ValueError("`best_frame_landmarks` only applies with `find_best=True`.")
-    from kmt import checkpoint as ckpt
-    from kmt.media import read_frames_for_model, read_image, resize_frames
+    _check_best_frame_options(find_best, best_frame_landmarks)
+    loaded, source, driving, _ = _prepared(source, driving, checkpoint, max_frames)
+    frames, _, _ = _run(loaded, source, driving, relative, adapt_movement_scale, find_best, batch_size, progress,
+                        convolutions, best_frame_landmarks)
+    return frames
 
-    if checkpoint is None:
-        from kmt.pretrained import default_checkpoint
 
-        checkpoint = default_checkpoint()
-    loaded = checkpoint if isinstance(checkpoint, ckpt.Checkpoint) else ckpt.load(checkpoint, ("kp_detector", "generator"))
-    size = loaded.image_size or (256, 256)
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        source = read_image(source, size, label="source")
-    if isinstance(driving, (str, bytes)) or hasattr(driving, "__fspath__"):
-        driving, _ = read_frames_for_model(driving, size, label="driving")
-    source, driving = np.asarray(source, "float32"), np.asarray(driving, "float32")
-    source = source[0] if source.ndim == 4 else source
-    if source.shape[:2] != tuple(size):
-        source = resize_frames(source, size)
-    if driving.shape[1:3] != tuple(size):
-        driving = resize_frames(driving, size)
-    animator = Animator(loaded.kp_detector, loaded.generator, batch_size=batch_size, convolutions=convolutions)
-    best = None
-    if find_best:
-        best = best_driving_frame(animator, source, driving, landmarks=best_frame_landmarks)
-    return animator.animate(source, driving, relative=relative, adapt_movement_scale=adapt_movement_scale,
-                            best_frame=best, progress=progress)
+def animate_to_file(out, source, driving, checkpoint=None, relative=True, adapt_movement_scale=False,
+                    find_best=False, batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt",
+                    max_frames=None, side_by_side=False, keypoints=False, fps=None, config=None):
+    """:func:`animate`, then write the result as ``.mp4``, ``.mov`` or ``.gif`` (what ``kmt animate`` runs).
+
+    Args:
+        out: the video to write.
+        side_by_side: write source | driving | result panels.
+        keypoints: draw the model's keypoints on the driving and result frames.
+        fps: frames per second of the output (default: the driving video's, or 25).
+        config: optionally, the config the checkpoint should have been trained with (a path,
+            a shipped name or a dict); an error if its ``model_params`` differ.
+        The other arguments are those of :func:`animate`.
+
+    Returns ``(out, best)``: the path written, and the driving frame the animation started
+    from when ``find_best`` (else ``None``).
+    """
+    from kmt.media import compose_side_by_side, save_animation
+
+    if not str(out).lower().endswith((".mp4", ".mov", ".gif")):
+        raise ValueError(f"`out` must end in .mp4, .mov or .gif; got {out!r}.")
+    _check_best_frame_options(find_best, best_frame_landmarks)
+    loaded, source, driving, driving_fps = _prepared(source, driving, checkpoint, max_frames)
+    if config is not None:
+        from kmt.config import load_config
+
+        if load_config(config)["model_params"] != loaded.config["model_params"]:
+            raise ValueError(f"`config` {config!r}: its model_params differ from the checkpoint's; leave it out (the "
+                             "checkpoint carries its own) or pass the config it was trained with.")
+    frames, animator, best = _run(loaded, source, driving, relative, adapt_movement_scale, find_best, batch_size,
+                                  progress, convolutions, best_frame_landmarks)
+    if side_by_side or keypoints:
+        kp_result = animator.keypoints(frames) if keypoints else None
+        kp_driving = animator.keypoints(driving) if keypoints else None
+        frames = compose_side_by_side(source, driving, frames, kp_driving=kp_driving, kp_result=kp_result,
+                                      panels=side_by_side)
+    save_animation(out, frames, fps=fps or driving_fps)
+    return out, best

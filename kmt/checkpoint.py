@@ -25,7 +25,6 @@ import io
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 
 import keras
@@ -33,6 +32,7 @@ import numpy as np
 import yaml
 
 from kmt import __version__
+from kmt.archive import open_archive, read_description, write_archive
 from kmt.config import build_models, load_config
 
 __all__ = ["FORMAT", "VERSION", "Checkpoint", "save", "load", "read_metadata"]
@@ -122,75 +122,77 @@ def save(path, config, models, align_corners=True, image_size=None, training=Non
         "backend": keras.backend.backend(),
         "training": training is not None,
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=".kmt", dir=folder)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("kmt-checkpoint.json", json.dumps(metadata, indent=2))
-            archive.writestr("config.yaml", yaml.safe_dump(config, sort_keys=False))
-            for name in metadata["networks"]:
-                archive.writestr(f"{name}.weights.h5", weights_to_bytes(models[name]))
-            if training is not None:
-                archive.writestr("training.json", json.dumps(training, indent=2))
-            if optimizers:
-                buffer = io.BytesIO()
-                arrays = {
-                    f"{name}/{index:04d}": keras.ops.convert_to_numpy(variable)
-                    for name, optimizer in optimizers.items()
-                    for index, variable in enumerate(optimizer.variables)
-                }
-                np.savez(buffer, **arrays)
-                archive.writestr("optimizers.npz", buffer.getvalue())
-        os.chmod(temporary, 0o644)  # mkstemp creates owner-only files; a checkpoint is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    members = {"kmt-checkpoint.json": json.dumps(metadata, indent=2),
+               "config.yaml": yaml.safe_dump(config, sort_keys=False)}
+    for name in metadata["networks"]:
+        members[f"{name}.weights.h5"] = weights_to_bytes(models[name])
+    if training is not None:
+        members["training.json"] = json.dumps(training, indent=2)
+    if optimizers:
+        buffer = io.BytesIO()
+        arrays = {
+            f"{name}/{index:04d}": keras.ops.convert_to_numpy(variable)
+            for name, optimizer in optimizers.items()
+            for index, variable in enumerate(optimizer.variables)
+        }
+        np.savez(buffer, **arrays)
+        members["optimizers.npz"] = buffer.getvalue()
+    write_archive(path, members)
     return path
 
 
 def _open(path):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No checkpoint at {path!r}.")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{path!r} is not a kmt checkpoint (a .kmt zip archive). An official FOMM checkpoint "
-            "(.pth.tar) must be converted first: `kmt convert --config CONFIG CHECKPOINT.pth.tar --out MODEL.kmt`."
-        )
-    archive = zipfile.ZipFile(path)
-    if "kmt-checkpoint.json" not in archive.namelist():
-        archive.close()
-        raise ValueError(f"{path!r} is a zip archive but not a kmt checkpoint (no kmt-checkpoint.json inside).")
-    return archive
+    return open_archive(path, "kmt-checkpoint.json", "kmt checkpoint (a .kmt zip archive)",
+                        hint="An official FOMM checkpoint (.pth.tar) must be converted first: "
+                             "`kmt convert CHECKPOINT.pth.tar --config CONFIG --out MODEL.kmt`.")
 
 
 def read_metadata(path):
     """The checkpoint's metadata and config, without building any model."""
     with _open(path) as archive:
-        metadata = json.loads(archive.read("kmt-checkpoint.json"))
+        metadata = read_description(archive, path, "kmt-checkpoint.json", FORMAT, VERSION)
+        if "config.yaml" not in archive.namelist():
+            raise ValueError(f"{path!r} is a kmt checkpoint without its config (no config.yaml inside).")
         config = yaml.safe_load(archive.read("config.yaml"))
-    if metadata.get("format") != FORMAT or metadata.get("version", 0) > VERSION:
-        raise ValueError(
-            f"{path!r} has format {metadata.get('format')!r} version {metadata.get('version')!r}; this kmt "
-            f"reads {FORMAT!r} up to version {VERSION}."
-        )
+    missing = [key for key in ("networks", "align_corners") if key not in metadata]
+    if missing:
+        raise ValueError(f"{path!r}: kmt-checkpoint.json lacks {missing}; the file is damaged or was not written by kmt.")
     return metadata, config
 
 
-def load(path, networks=None):
-    """Build the models a checkpoint describes and load their weights.
+def load(checkpoint=None, networks=None, config=None, align_corners=True):
+    """The one way to load a model: build the networks a checkpoint describes and load their weights.
 
     Args:
-        path: a ``.kmt`` file.
+        checkpoint: a ``.kmt`` file; ``None`` for the model shipped with kmt; an official
+            FOMM ``.pth.tar`` together with ``config`` (read by :mod:`kmt.convert`, which
+            needs PyTorch); or an already loaded :class:`Checkpoint`, returned as it is
+            (after checking it holds ``networks``).
         networks: which networks to load (default: every one inside).
+        config: only for an official ``.pth.tar``: the config it was trained with (a path,
+            the name of a shipped config such as ``"vox-256"``, or a dict).
+        align_corners: only for an official ``.pth.tar``: the ``grid_sample`` convention
+            (``True`` for the published checkpoints, trained with PyTorch 1.0).
 
     Returns:
         a :class:`Checkpoint`; for a training checkpoint, ``training`` holds the
         saved state and ``optimizer_values`` the optimizer variables per optimizer.
     """
+    if isinstance(checkpoint, Checkpoint):
+        absent = [name for name in (networks or ()) if name not in checkpoint.models]
+        if absent:
+            raise ValueError(f"`checkpoint` ({checkpoint.path!r}) holds {sorted(checkpoint.models)}; it has no {absent}.")
+        return checkpoint
+    if checkpoint is None:
+        from kmt.pretrained import default_checkpoint
+
+        checkpoint = default_checkpoint()
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise ValueError(f"`checkpoint` must be a path, None (the shipped model) or a loaded kmt.checkpoint.Checkpoint; "
+                         f"got {type(checkpoint).__name__}.")
+    path = os.fspath(checkpoint)
+    if config is not None:
+        return _load_official(path, networks, config, align_corners)
     metadata, config = read_metadata(path)
     inside = metadata["networks"]
     networks = tuple(inside if networks is None else networks)
@@ -202,6 +204,9 @@ def load(path, networks=None):
     training, optimizer_values = None, {}
     with _open(path) as archive:
         for name in networks:
+            if f"{name}.weights.h5" not in archive.namelist():
+                raise ValueError(f"{path!r} lists the network {name!r} but holds no {name}.weights.h5; the file is "
+                                 "damaged.")
             weights_from_bytes(models[name], archive.read(f"{name}.weights.h5"))
         names = archive.namelist()
         if "training.json" in names:
@@ -212,3 +217,16 @@ def load(path, networks=None):
                     optimizer, _ = key.split("/")
                     optimizer_values.setdefault(optimizer, []).append(arrays[key])
     return Checkpoint(path, config, models, metadata, training, optimizer_values)
+
+
+def _load_official(path, networks, config, align_corners):
+    from kmt.convert import official_models
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint at {path!r}.")
+    config = load_config(config)
+    models = official_models(path, config, align_corners=align_corners, networks=networks)
+    size = config.get("dataset_params", {}).get("frame_shape", (256, 256, 3))[:2]
+    metadata = {"format": "official-fomm", "networks": sorted(models), "align_corners": bool(align_corners),
+                "image_size": [int(s) for s in size]}
+    return Checkpoint(path, config, models, metadata)

@@ -23,13 +23,12 @@ and measures them on identities and motions never seen in training.
 
 import json
 import os
-import tempfile
-import zipfile
 
 import keras
 import numpy as np
 from keras import ops
 
+from kmt.archive import open_archive, read_description, write_archive
 from kmt.checkpoint import weights_from_bytes, weights_to_bytes
 from kmt.keypoints import soft_argmax, spatial_softmax
 from kmt.layers import TorchUniform
@@ -278,24 +277,11 @@ def save_evaluators(path, evaluators):
         "landmarks": evaluators.landmarks.get_config(), "identity": evaluators.identity.get_config(),
         "keras_version": keras.__version__, "backend": keras.backend.backend(), **evaluators.info,
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".partial-", suffix=".kmt-eval", dir=folder)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("evaluators.json", json.dumps(description, indent=2))
-            archive.writestr("landmarks.weights.h5", _weights_bytes(evaluators.landmarks, evaluators.image_size))
-            archive.writestr("identity.weights.h5", _weights_bytes(evaluators.identity, evaluators.image_size))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+    return write_archive(path, {
+        "evaluators.json": json.dumps(description, indent=2),
+        "landmarks.weights.h5": _weights_bytes(evaluators.landmarks, evaluators.image_size),
+        "identity.weights.h5": _weights_bytes(evaluators.identity, evaluators.image_size),
+    })
 
 
 def pretrained_path(family, size=64):
@@ -309,15 +295,11 @@ def train_command(family, size=64):
 
 
 def _read(path):
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path!r} is not a kmt evaluators file (a .kmt-eval zip archive).")
-    with zipfile.ZipFile(path) as archive:
-        if "evaluators.json" not in archive.namelist():
-            raise ValueError(f"{path!r} is a zip archive but not a kmt evaluators file (no evaluators.json inside).")
-        description = json.loads(archive.read("evaluators.json"))
-        if description.get("format") != FORMAT or description.get("version", 0) > VERSION:
-            raise ValueError(f"{path!r} has format {description.get('format')!r} version "
-                             f"{description.get('version')!r}; this kmt reads {FORMAT!r} up to version {VERSION}.")
+    with open_archive(path, "evaluators.json", "kmt evaluators file (a .kmt-eval zip archive)") as archive:
+        description = read_description(archive, path, "evaluators.json", FORMAT, VERSION)
+        absent = [name for name in ("landmarks", "identity") if f"{name}.weights.h5" not in archive.namelist()]
+        if absent:
+            raise ValueError(f"{path!r} holds no weights for {absent}; the file is damaged.")
         weights = {name: archive.read(f"{name}.weights.h5") for name in ("landmarks", "identity")}
     return description, weights
 

@@ -107,12 +107,12 @@ def test_best_driving_frame_names_what_face_alignment_did_not_find(monkeypatch):
         animation.best_driving_frame(None, frames_of([50])[0], frames_of([20, 30]), "face-alignment", detector)
     with pytest.raises(ValueError, match=r"`driving`: face-alignment finds no face in any of its 2 frames"):
         animation.best_driving_frame(None, frames_of([10])[0], frames_of([50, 50]), "face-alignment", detector)
-    with pytest.raises(ValueError, match=r"`landmarks` must be one of \('kmt', 'face-alignment'\); got 'dlib'"):
-        animation.best_driving_frame(None, frames_of([10])[0], frames_of([20]), "dlib")
+    with pytest.raises(ValueError, match=r"`landmarks` must be one of \('kmt', 'dlib', 'face-alignment'\); got 'mediapipe'"):
+        animation.best_driving_frame(None, frames_of([10])[0], frames_of([20]), "mediapipe")
     with pytest.raises(ValueError, match=r"`best_frame_landmarks` only applies with `find_best=True`"):
         animation.animate(frames_of([10])[0], frames_of([20]), best_frame_landmarks="face-alignment")
     with pytest.raises(ValueError, match=r"`best_frame_landmarks` must be one of"):
-        animation.animate(frames_of([10])[0], frames_of([20]), find_best=True, best_frame_landmarks="dlib")
+        animation.animate(frames_of([10])[0], frames_of([20]), find_best=True, best_frame_landmarks="mediapipe")
     monkeypatch.setitem(sys.modules, "face_alignment", None)  # as if not installed
     with pytest.raises(ImportError, match=r"pip install face-alignment"):
         animation.face_alignment_landmarks(frames_of([10]))
