@@ -15,11 +15,11 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(BOOK_STAMP): requirements.txt pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -r requirements.txt -e .
+	$(PY) -m pip install --quiet -r requirements.txt -e ".[faces]"
 	touch $@
 
 $(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -r requirements-dev.txt -e .
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e ".[faces]"
 	touch $(BOOK_STAMP) $@
 
 install: $(BOOK_STAMP)

@@ -14,7 +14,7 @@ from kmt.data.video_io import VideoReadError, read_video, to_uint8, write_video
 from kmt.visualize import overlay_keypoints
 
 __all__ = ["resize_frames", "read_image", "read_frames_for_model", "video_fps", "compose_side_by_side",
-           "save_animation", "animation_html"]
+           "save_animation", "h264_round_trip", "animation_html"]
 
 
 def resize_frames(frames, size):
@@ -125,6 +125,21 @@ def save_animation(path, frames, fps=25.0):
     os.makedirs(folder, exist_ok=True)
     write_video(path, frames, fps=fps)
     return path
+
+
+def h264_round_trip(frames, quality=8, fps=25.0):
+    """``(T, H, W, 3)`` frames after writing them to an H.264 ``.mp4`` (``quality`` 0-10) and reading it back.
+
+    What a video loses to compression; ``H`` and ``W`` must be even.
+    """
+    import tempfile
+
+    frames = np.asarray(frames)
+    with tempfile.TemporaryDirectory() as folder:
+        decoded = read_video(write_video(os.path.join(folder, "round_trip.mp4"), frames, fps=fps, quality=quality))
+    if decoded.shape[:4] != frames.shape[:4]:
+        raise RuntimeError(f"the H.264 round trip gave frames of shape {decoded.shape}, not {frames.shape}.")
+    return decoded
 
 
 def animation_html(frames, fps=12.0, size=3.0, titles=None):
