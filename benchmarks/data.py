@@ -8,14 +8,20 @@ Measures, side by side in one run:
   iterator while the main thread stays busy half the time (a stand-in for a training step);
 - the real-data loader (``FramesDataset`` + ``Batches`` with the official vox augmentations:
   flips and colour jitter) on datasets written to a temporary folder as png frame folders
-  and as mp4, pairs per second.
+  and as mp4, pairs per second;
+- reading one training pair (``FramesDataset.sample``, vox augmentations) from short and long
+  mp4 clips and frame folders at 64 and 256 px, decoding the whole clip per pair (how mp4 was
+  read before kmt read only the frames a pair needs) beside reading only the pair, next to the
+  synthetic stream's rate and the rate the TensorFlow training step consumes pairs at (read
+  from ``benchmarks/results/train_step.json``, written by ``benchmarks/train_step.py``).
 
-A pair is one training example (a source and a driving frame). For scale: a small synthetic
-training config consumes tens of examples per second on 2 cores, and the 256-pixel vox
-config about one every 6 s. Run: ``python benchmarks/data.py [--out benchmarks/results/data.md]``.
+A pair is one training example (a source and a driving frame). The training step's rate is
+its batch size over its median seconds per step. Run:
+``python benchmarks/data.py [--out benchmarks/results/data.md]``.
 """
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -28,6 +34,11 @@ if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 2:
 
 from kmt.data import synthetic  # noqa: E402
 from kmt.data.dataset import Batches, FramesDataset  # noqa: E402
+from kmt.data.video_io import num_frames, read_video, to_float_rgb, write_video  # noqa: E402
+
+TRAIN_STEP_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train_step.json")
+# (size, frames per clip): short clips, and long ones (fewer frames at 256 px to bound the run time).
+CLIPS = ((64, 32), (64, 300), (256, 32), (256, 150))
 
 SIZES = (64, 128, 256)
 VOX_AUGMENTATION = {"flip_param": {"horizontal_flip": True, "time_flip": True},
@@ -91,7 +102,7 @@ def generator_rows(families):
 
 def loader_rows(root):
     rows = []
-    for size in SIZES:
+    for size in (64, 256):
         for layout, cache in (("frames", 0), ("mp4", 0), ("mp4", 16)):
             path = os.path.join(root, f"{layout}-{size}")
             if not cache:
@@ -119,7 +130,82 @@ def loader_rows(root):
     return rows
 
 
-def markdown(gen, load):
+def training_rates(path=TRAIN_STEP_RESULTS):
+    """``{size: (pairs per second, config, batch)}`` of the TensorFlow training steps in ``path``."""
+    with open(path) as f:
+        results = json.load(f)
+    rates = {}
+    for entry in results.get("small", []) + results.get("kmt", []):
+        if entry["backend"] == "tensorflow":
+            rates[entry["size"]] = (entry["batch"] / entry["median_s"], entry["config"], entry["batch"])
+    return rates
+
+
+def decode_whole_with_imageio_ffmpeg(path):
+    """How mp4 pairs were read before: the whole clip decoded by imageio-ffmpeg, then float32."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+    try:
+        width, height = next(reader)["size"]
+        frames = np.stack([np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in reader])
+    finally:
+        reader.close()
+    return to_float_rgb(frames)
+
+
+class WholeClipDataset(FramesDataset):
+    """``FramesDataset`` decoding the whole clip for every pair, one pair at a time (the old
+    path for mp4)."""
+
+    def _read_pair(self, name, rng):
+        path = self.path(name)
+        video = read_video(path) if os.path.isdir(path) else decode_whole_with_imageio_ffmpeg(path)
+        return video[np.sort(rng.choice(len(video), size=2, replace=True))]
+
+    def sample_many(self, indices, rngs):
+        return [self.sample(int(i), rng) for i, rng in zip(indices, rngs)]
+
+
+def write_clips(root, size, length, count=4):
+    """``count`` synthetic clips as png folders under ``root/frames`` and mp4 under ``root/mp4``."""
+    for layout in ("frames", "mp4"):
+        for split in ("train", "test"):
+            os.makedirs(os.path.join(root, layout, split), exist_ok=True)
+    for i in range(count):
+        frames = synthetic.render_video("faces", i, i, length, size).frames
+        write_video(os.path.join(root, "frames", "train", f"v{i}"), frames)
+        write_video(os.path.join(root, "mp4", "train", f"v{i}.mp4"), frames)
+
+
+def pair_rows(root, stream_rates, train_rates, batch_size=8):
+    """Pairs per second: whole-clip decoding; reading only the pair, one at a time and in batches."""
+    rows = []
+    for size, length in CLIPS:
+        folder = os.path.join(root, f"clips-{size}-{length}")
+        write_clips(folder, size, length)
+        for layout in ("mp4", "frames"):
+            rates = []
+            for kind in (WholeClipDataset, FramesDataset):
+                ds = kind(os.path.join(folder, layout), frame_shape=(size, size, 3),
+                          augmentation_params=VOX_AUGMENTATION)
+                for name in ds.videos:  # frame counts are read once per file, as in a first epoch
+                    num_frames(ds.path(name))
+                rng = np.random.default_rng(0)
+                rates.append(rate(lambda: ds.sample(int(rng.integers(len(ds))), rng), 1, min_time=0.3))
+            batches = Batches(ds, batch_size=batch_size, num_repeats=2 * batch_size, prefetch=0, workers=0)
+            counter = iter(range(10**9))
+            rates.append(rate(lambda: batches.batch(next(counter) % len(batches)), batch_size, min_time=0.3))
+            train = train_rates.get(size)
+            rows.append((layout, size, length, *rates, stream_rates.get(size), train))
+            print(f"pair {layout:6s} {size:4d}px {length:4d} frames  whole clip {rates[0]:6.1f}  one pair "
+                  f"{rates[1]:6.1f}  batches of {batch_size} {rates[2]:6.1f} pairs/s ({rates[2] / rates[0]:5.1f}x)  "
+                  f"synthetic stream {stream_rates.get(size, float('nan')):5.0f}  training consumes "
+                  f"{train[0] if train else float('nan'):6.2f} pairs/s", flush=True)
+    return rows
+
+
+def markdown(gen, load, pairs, train_rates, load_average):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lines = [
         "# Data pipeline throughput",
@@ -142,9 +228,10 @@ def markdown(gen, load):
     slow256 = min(p for _, s, _, p, _, _ in gen if s == 256)
     lines += [
         "",
-        f"Training consumes tens of pairs per second at 64 px on 2 cores (say 30: the stream then spends "
-        f"{100 * 30 / slow64:.0f} % of one core making them) and one pair every 6 s at 256 px "
-        f"({100 / 6 / slow256:.1f} % of one core).",
+        f"The TensorFlow training step consumes {train_rates[64][0]:.1f} pairs per second at 64 px "
+        f"(`{train_rates[64][1]}`; the stream then spends {100 * train_rates[64][0] / slow64:.0f} % of one "
+        f"core making them) and {train_rates[256][0]:.2f} at 256 px (`{train_rates[256][1]}`, "
+        f"{100 * train_rates[256][0] / slow256:.1f} % of one core), from `benchmarks/results/train_step.json`.",
     ]
     lines += [
         "",
@@ -163,11 +250,49 @@ def markdown(gen, load):
               for lay, s, w, a, b in load]
     lines += [
         "",
-        "Folders of png frames decode only the two frames a pair needs. A video file is decoded whole "
-        "by one ffmpeg process per read (tens of milliseconds whatever its size), which bounds uncached "
-        "mp4 reading; `cache_videos` removes that cost for datasets that fit in memory, and the official "
-        "advice (png frames for training) stands. Two loader threads gain little on 2 cores, where the "
-        "training loop needs the other core.",
+        "Folders of png frames decode only the two frames a pair needs; the mp4 of a batch are decoded by "
+        "one ffmpeg run, each file only up to the later frame of its pair (the start of ffmpeg, about 10 ms "
+        "of CPU, is most of the cost of a short clip); `cache_videos` removes the decoding for datasets that "
+        "fit in memory. Two loader threads gain little on 2 cores, where the training loop needs the other "
+        "core.",
+    ]
+    lines += [
+        "",
+        "## Real layouts: the whole clip, or only the pair",
+        "",
+        "Pairs per second (every column but the ratio) of the real-data loader (vox augmentations, one "
+        "thread) on 4 synthetic `faces` clips per row, written as H.264 mp4 and as png frame folders. `whole clip`: `FramesDataset.sample` "
+        "decoding the whole clip for every pair, as mp4 was read before (imageio-ffmpeg, then float32); for "
+        "frame folders the loader has always read only the two frames, and the column shows what decoding "
+        "the whole folder would cost. `one pair`: `FramesDataset.sample` now, reading only the pair; "
+        "`batch of 8`: `Batches.batch` now, which reads the pairs of a batch together (one ffmpeg run for "
+        "its mp4); both with the frame count of each file read once beforehand, as in a first epoch. "
+        "`synthetic`: the `faces` pair stream above at that size. "
+        "`training consumes`: pairs per second of one TensorFlow training step, its batch over its median "
+        "seconds per step, from `benchmarks/results/train_step.json` (" +
+        "; ".join(f"{s} px: `{c}`, batch {b}" for s, (_, c, b) in sorted(train_rates.items())) + ").",
+        "",
+        "| layout | size | frames | whole clip | one pair | batch of 8 | batch of 8 / whole clip | "
+        "synthetic | training consumes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for layout, size, length, whole, pair, batched, stream, train in pairs:
+        stream_text = "-" if stream is None else f"{stream:,.0f}"
+        train_text = "-" if train is None else f"{train[0]:.2f}"
+        lines.append(f"| {layout} | {size} | {length} | {whole:,.1f} | {pair:,.1f} | {batched:,.1f} | "
+                     f"{batched / whole:.1f}x | {stream_text} | {train_text} |")
+    lines.append("")
+    for size in sorted({row[1] for row in pairs}):
+        layout, _, length, _, _, batched, _, train = min((r for r in pairs if r[1] == size), key=lambda r: r[5])
+        if train is not None:
+            lines.append(f"At {size} px the slowest real layout here ({layout}, {length} frames) gives "
+                         f"{batched:,.1f} pairs/s in batches, {batched / train[0]:,.1f} times what the training "
+                         f"step consumes ({train[0]:.2f} pairs/s).")
+    lines += [
+        "",
+        f"Load average (1, 5, 15 min) before / after the run: {load_average[0]} / {load_average[1]} on 2 "
+        "cores shared with other work: absolute rates move with the load; the columns of a row are "
+        "measured within seconds of each other, so their ratios move less.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -176,10 +301,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the markdown table to this file")
     args = parser.parse_args()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average {load_before}", flush=True)
+    train_rates = training_rates()
     gen = generator_rows(("faces", "figures"))
+    stream_rates = {s: p for f, s, _, p, _, _ in gen if f == "faces"}
     with tempfile.TemporaryDirectory() as root:
         load = loader_rows(root)
-    text = markdown(gen, load)
+        pairs = pair_rows(root, stream_rates, train_rates)
+    load_after = [round(x, 2) for x in os.getloadavg()]
+    text = markdown(gen, load, pairs, train_rates, (load_before, load_after))
     print(text)
     if args.out:
         with open(args.out, "w") as f:

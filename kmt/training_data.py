@@ -14,9 +14,14 @@ disk::
       num_frames: 64
 
 One epoch is ``num_repeats * (number of videos or identities) // batch_size``
-steps, as in the reference, and the batches of epoch ``e`` depend only on the
-seed and ``e``, so training can be resumed exactly.
+steps, as in the reference, unless ``steps_per_epoch`` asks for another number:
+then an epoch is exactly that many steps, on a dataset on disk too (fewer steps
+than one pass over the videos stop early; more go on into further passes, each
+shuffled anew). The batches of epoch ``e`` depend only on the seed and ``e``, so
+training can be resumed exactly.
 """
+
+import numbers
 
 from kmt.data import Batches, FramesDataset, PairStream
 
@@ -36,7 +41,15 @@ def _steps(count, train_params):
 
 
 def training_batches(config, seed=0, steps_per_epoch=None):
-    """``(batches_for_epoch, steps_per_epoch)`` for :meth:`kmt.training.Trainer.train`."""
+    """``(batches_for_epoch, steps_per_epoch)`` for :meth:`kmt.training.Trainer.train`.
+
+    ``batches_for_epoch(e)`` iterates over exactly ``steps_per_epoch`` batches (``None``: the
+    reference's count above), deterministic in ``seed`` and ``e``.
+    """
+    whole = isinstance(steps_per_epoch, numbers.Integral) and not isinstance(steps_per_epoch, bool)
+    if steps_per_epoch is not None and not (whole and steps_per_epoch >= 1):
+        raise ValueError(f"steps_per_epoch must be a whole number >= 1 (or None for the config's epoch), "
+                         f"got {steps_per_epoch!r}")
     train_params = config["train_params"]
     dataset_params = dict(config.get("dataset_params") or {})
     batch_size = int(train_params["batch_size"])
@@ -47,7 +60,7 @@ def training_batches(config, seed=0, steps_per_epoch=None):
             raise ValueError(f"synthetic_params: unknown keys {unknown}; expected some of {list(SYNTHETIC_KEYS)}.")
         frame_shape = dataset_params.get("frame_shape", [64, 64, 3])
         identities = int(synthetic.get("num_identities", 256))
-        steps = steps_per_epoch or _steps(identities, train_params)
+        steps = int(steps_per_epoch) if steps_per_epoch is not None else _steps(identities, train_params)
         stream = PairStream(
             family=synthetic.get("family", "faces"),
             size=tuple(frame_shape[:2]),
@@ -63,8 +76,6 @@ def training_batches(config, seed=0, steps_per_epoch=None):
     if "root_dir" not in dataset_params:
         raise ValueError("The config has neither dataset_params.root_dir nor synthetic_params: no training data.")
     dataset = FramesDataset(**dataset_params, is_train=True)
-    batches = Batches(dataset, batch_size, num_repeats=int(train_params.get("num_repeats", 1)), seed=seed)
-    steps = steps_per_epoch or len(batches)
-    if steps < 1:
-        raise ValueError(f"{dataset_params['root_dir']}: too few videos for one batch of {batch_size}.")
-    return batches.epoch, steps
+    batches = Batches(dataset, batch_size, num_repeats=int(train_params.get("num_repeats", 1)), seed=seed,
+                      steps_per_epoch=None if steps_per_epoch is None else int(steps_per_epoch))
+    return batches.epoch, len(batches)

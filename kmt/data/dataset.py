@@ -12,7 +12,9 @@ block of the official configs as it is (``root_dir``, ``frame_shape``, ``id_samp
 - ``id_sampling``: names ``<id>#<rest>`` are grouped by ``<id>``; an epoch visits each id
   once and takes one of its videos at random (any layout, where the official code looks
   for ``.mp4`` only).
-- :class:`RepeatedDataset` (``num_repeats``) passes several times over the videos per epoch.
+- :class:`RepeatedDataset` (``num_repeats``) passes several times over the videos per epoch;
+  :class:`Batches` with ``steps_per_epoch`` makes an epoch exactly that many batches, passing
+  over the data as many times as it takes.
 - :func:`animation_pairs` reads ``pairs_list`` (a CSV with ``source`` and ``driving``
   columns) or draws random pairs, for animation.
 
@@ -20,10 +22,15 @@ Where it differs: frames in a folder are in natural order (``2.png`` before ``10
 random split is drawn with NumPy (the same ``random_seed`` gives another split than the
 official scikit-learn one), and ``id_sampling`` groups by id in every case.
 
-Two options the official code lacks: ``cache_videos=n`` keeps the ``n`` most recently decoded
-video files (mp4/mov/gif/stacked images) in memory as uint8, since decoding a video file costs
-an ffmpeg process per read (folders of png frames read just the two frames they need); and
-``skip_bad``, below.
+Reading a pair decodes no more than it needs: a folder of frames reads the two frames, an
+mp4/mov/gif is decoded up to the later of the two, with its frame count read once from the
+container (:func:`~kmt.data.video_io.num_frames`), and the mp4/mov pairs of a batch are
+decoded by one ffmpeg run (:meth:`FramesDataset.sample_many`). The pair is the one decoding
+the whole video would give.
+
+Two options the official code lacks: ``cache_videos=n`` keeps the ``n`` most recently read
+video files (mp4/mov/gif/stacked images) in memory, decoded whole as uint8, so that later
+pairs from them cost no decoding (for datasets that fit in memory); and ``skip_bad``, below.
 
 Bad data is never dropped silently: an unreadable, empty or unsupported video raises a
 :class:`~kmt.data.video_io.VideoReadError` naming the file, or with ``skip_bad=True`` is
@@ -41,7 +48,8 @@ import numpy as np
 
 from kmt.data.augmentation import Augmentation
 from kmt.data.batching import iterate
-from kmt.data.video_io import VideoReadError, layout_of, list_frames, read_frames, read_video, to_uint8
+from kmt.data.video_io import (VideoReadError, layout_of, list_frames, num_frames, read_frames,
+                                read_frames_many, read_video, to_uint8)
 
 _KEYS = ("root_dir", "frame_shape", "id_sampling", "is_train", "random_seed", "pairs_list",
          "augmentation_params", "skip_bad", "cache_videos")
@@ -58,8 +66,9 @@ class FramesDataset:
     Items are dicts. Training (``is_train=True``): ``source``, ``driving`` ``(H, W, 3)``
     float32 in [0, 1], ``name`` (file or folder name) and ``video_id``. Testing: ``video``
     ``(T, H, W, 3)``, ``name`` and ``video_id``. ``dataset[i]`` draws from an internal
-    generator; :meth:`sample` takes an explicit ``numpy.random.Generator`` (what
-    :class:`Batches` uses, so batches are reproducible and thread-safe).
+    generator; :meth:`sample` takes an explicit ``numpy.random.Generator``, and
+    :meth:`sample_many` one per item, reading their pairs together (what :class:`Batches`
+    uses, so batches are reproducible and thread-safe).
     """
 
     def __init__(self, root_dir, frame_shape=(256, 256, 3), id_sampling=False, is_train=True, random_seed=0,
@@ -157,22 +166,26 @@ class FramesDataset:
         return frames
 
     def _read_pair(self, name, rng):
+        """Two frames of ``name`` drawn with replacement, in time order, ``(2, H, W, 3)``."""
         path = self.path(name)
-        if os.path.isdir(path):
-            files = list_frames(path)
-            idx = np.sort(rng.choice(len(files), size=2, replace=True))
-            frames = read_frames(path, idx)
-        else:
+        if self.cache_videos > 0 and not os.path.isdir(path):
             video = self._decoded(path)
             frames = video[np.sort(rng.choice(len(video), size=2, replace=True))]
             frames = frames.astype(np.float32) / 255.0 if frames.dtype == np.uint8 else frames
+        else:
+            count = num_frames(path, self.frame_shape)
+            try:
+                frames = read_frames(path, _draw_pair(count, rng), self.frame_shape)
+            except VideoReadError:
+                if os.path.isdir(path) or num_frames(path, self.frame_shape) == count:
+                    raise
+                # The file decodes fewer frames than its container lists; the count is now right.
+                frames = read_frames(path, _draw_pair(num_frames(path, self.frame_shape), rng), self.frame_shape)
         self._check_shape(frames, path)
         return frames
 
     def _decoded(self, path):
         """A whole video file, kept as uint8 among the ``cache_videos`` most recently used."""
-        if self.cache_videos <= 0:
-            return read_video(path, self.frame_shape)
         with self._lock:
             if path in self._cache:
                 self._cache.move_to_end(path)
@@ -189,22 +202,13 @@ class FramesDataset:
         it, or with ``skip_bad`` is reported once and replaced by another video drawn at random
         (the length of the dataset, hence of an epoch, does not change)."""
         for _ in range(len(self.names) + 1):
-            if self.is_train and self.id_sampling:
-                group = [n for n in self._groups[self.videos[index]] if n not in self._unreadable]
-                name = group[int(rng.integers(len(group)))] if group else None
-            else:
-                name = self.videos[index]
-                name = None if name in self._unreadable else name
+            name = self._choose(index, rng)
             if name is None:
                 index = int(rng.integers(len(self.videos)))
                 continue
             try:
                 if self.is_train:
-                    frames = self.transform(self._read_pair(name, rng), rng)
-                    if frames.shape[1:3] != self.frame_shape[:2]:
-                        raise ValueError(f"augmentation_params turn {name!r} into {frames.shape[1:3]} frames, "
-                                         f"not frame_shape {self.frame_shape[:2]}; add a matching crop_param")
-                    return {"source": frames[0], "driving": frames[1], "name": name, "video_id": video_id(name)}
+                    return self._pair_item(name, self._read_pair(name, rng), rng)
                 return {"video": self.video(name), "name": name, "video_id": video_id(name)}
             except VideoReadError as err:
                 with self._lock:
@@ -214,6 +218,59 @@ class FramesDataset:
                     self._bad(err)
                 index = int(rng.integers(len(self.videos)))
         raise ValueError(f"no readable video left in {self.root_dir!r}; skipped: {self.skipped}")
+
+    def _choose(self, index, rng):
+        """The video item ``index`` reads (with ``id_sampling``, one of its id's drawn with ``rng``);
+        None if it is known to be unreadable."""
+        if self.is_train and self.id_sampling:
+            group = [n for n in self._groups[self.videos[index]] if n not in self._unreadable]
+            return group[int(rng.integers(len(group)))] if group else None
+        name = self.videos[index]
+        return None if name in self._unreadable else name
+
+    def _pair_item(self, name, frames, rng):
+        frames = self.transform(frames, rng)
+        if frames.shape[1:3] != self.frame_shape[:2]:
+            raise ValueError(f"augmentation_params turn {name!r} into {frames.shape[1:3]} frames, "
+                             f"not frame_shape {self.frame_shape[:2]}; add a matching crop_param")
+        return {"source": frames[0], "driving": frames[1], "name": name, "video_id": video_id(name)}
+
+    def sample_many(self, indices, rngs):
+        """``[self.sample(i, rng) for i, rng in zip(indices, rngs)]``, reading the training pairs
+        together: the mp4/mov among them are decoded by one ffmpeg process
+        (:func:`~kmt.data.video_io.read_frames_many`). Items that need more (cached videos, a
+        bad or skipped video) go through :meth:`sample` with their ``rng`` as it was given, so
+        the result is the same."""
+        indices, rngs = [int(i) for i in indices], list(rngs)
+        if not self.is_train or self.cache_videos > 0:
+            return [self.sample(i, rng) for i, rng in zip(indices, rngs)]
+        states, plans = [], []
+        for index, rng in zip(indices, rngs):
+            states.append(rng.bit_generator.state)
+            name = self._choose(index, rng)
+            try:
+                pair = None if name is None else _draw_pair(num_frames(self.path(name), self.frame_shape), rng)
+            except VideoReadError:
+                pair = None
+            plans.append(None if pair is None else (name, pair))
+        try:
+            read = iter(read_frames_many([(self.path(p[0]), p[1]) for p in plans if p], self.frame_shape))
+            pairs = [next(read) if p else None for p in plans]
+        except VideoReadError:
+            pairs = [None] * len(plans)
+        items = []
+        for index, rng, state, plan, frames in zip(indices, rngs, states, plans, pairs):
+            if frames is None or frames.shape[1:3] != self.frame_shape[:2]:
+                rng.bit_generator.state = state
+                items.append(self.sample(index, rng))
+            else:
+                items.append(self._pair_item(plan[0], frames, rng))
+        return items
+
+
+def _draw_pair(count, rng):
+    """Two frame numbers below ``count``, drawn with replacement, in time order."""
+    return np.sort(rng.choice(count, size=2, replace=True))
 
 
 class RepeatedDataset:
@@ -233,44 +290,68 @@ class RepeatedDataset:
     def sample(self, index, rng):
         return self.dataset.sample(index % len(self.dataset), rng)
 
+    def sample_many(self, indices, rngs):
+        return _sample_many(self.dataset, [int(i) % len(self.dataset) for i in indices], rngs)
+
+
+def _sample_many(dataset, indices, rngs):
+    if hasattr(dataset, "sample_many"):
+        return dataset.sample_many(indices, rngs)
+    return [dataset.sample(int(i), rng) for i, rng in zip(indices, rngs)]
+
 
 class Batches:
     """Shuffled batches of training pairs from a dataset, NHWC float32, loaded ahead in threads.
 
-    One epoch is ``len(dataset) * num_repeats // batch_size`` batches (the last partial batch
-    is dropped, as in the official loader, unless ``drop_last=False``). ``batch(i, epoch)``
-    is a pure function of its arguments and ``seed``; iterating over ``Batches`` runs the
-    next epoch with ``prefetch`` batches loaded ahead by ``workers`` threads. A batch is
-    ``{"source": (B, H, W, 3), "driving": (B, H, W, 3), "name": [B], "video_id": [B]}``.
+    One pass over the data is ``len(dataset) * num_repeats // batch_size`` batches (the last
+    partial batch is dropped, as in the official loader, unless ``drop_last=False``), and an
+    epoch is one pass, or exactly ``steps_per_epoch`` batches when that is given: fewer than a
+    pass stop early, more go on into further passes, each shuffled anew. ``batch(i, epoch)``
+    is a pure function of its arguments and ``seed`` (pass ``p`` of epoch ``e`` is shuffled by
+    ``SeedSequence([seed, e], spawn_key=(p,))``, the first pass by ``[seed, e]``); iterating
+    over ``Batches`` runs the next epoch with ``prefetch`` batches loaded ahead by ``workers``
+    threads. A batch is ``{"source": (B, H, W, 3), "driving": (B, H, W, 3), "name": [B],
+    "video_id": [B]}``.
     """
 
     def __init__(self, dataset, batch_size, num_repeats=1, shuffle=True, drop_last=True, seed=0,
-                 prefetch=2, workers=1):
+                 prefetch=2, workers=1, steps_per_epoch=None):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if steps_per_epoch is not None and int(steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 (or None for one pass over the data), "
+                             f"got {steps_per_epoch}")
         if not getattr(dataset, "is_train", True):
             raise ValueError("Batches needs a training dataset (is_train=True): test items are whole videos")
         self.dataset = dataset if num_repeats == 1 else RepeatedDataset(dataset, num_repeats)
         self.batch_size, self.shuffle, self.drop_last, self.seed = int(batch_size), shuffle, drop_last, seed
         self.prefetch, self.workers = prefetch, workers
         self._epoch = 0
-        if len(self) == 0:
-            raise ValueError(f"{len(self.dataset)} items make no batch of {batch_size} with drop_last=True")
+        n = len(self.dataset)
+        self.batches_per_pass = n // self.batch_size if drop_last else math.ceil(n / self.batch_size)
+        if self.batches_per_pass == 0:
+            raise ValueError(f"{n} items make no batch of {batch_size} with drop_last=True")
+        self.steps_per_epoch = self.batches_per_pass if steps_per_epoch is None else int(steps_per_epoch)
 
     def __len__(self):
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        """Batches per epoch."""
+        return self.steps_per_epoch
 
-    def _order(self, epoch):
+    def _order(self, epoch, data_pass=0):
         n = len(self.dataset)
-        return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        if not self.shuffle:
+            return np.arange(n)
+        key = [self.seed, epoch] if data_pass == 0 else np.random.SeedSequence([self.seed, epoch],
+                                                                              spawn_key=(data_pass,))
+        return np.random.default_rng(key).permutation(n)
 
     def batch(self, index, epoch=0):
         if not 0 <= index < len(self):
             raise IndexError(f"batch index {index} out of range for {len(self)} batches")
-        order = self._order(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
-        items = [self.dataset.sample(int(i), np.random.default_rng([self.seed, epoch, index, k]))
-                 for k, i in enumerate(order)]
+        data_pass, start = divmod(index, self.batches_per_pass)
+        order = self._order(epoch, data_pass)[start * self.batch_size:(start + 1) * self.batch_size]
+        items = _sample_many(self.dataset, order,
+                             [np.random.default_rng([self.seed, epoch, index, k]) for k in range(len(order))])
         return {"source": np.stack([it["source"] for it in items]),
                 "driving": np.stack([it["driving"] for it in items]),
                 "name": [it["name"] for it in items], "video_id": [it["video_id"] for it in items]}

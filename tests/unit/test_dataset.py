@@ -12,7 +12,8 @@ import kmt
 from kmt.data import synthetic
 from kmt.data.batching import keras_dataset, prefetch
 from kmt.data.dataset import Batches, FramesDataset, RepeatedDataset, animation_pairs
-from kmt.data.video_io import VideoReadError, write_video
+from kmt.data import video_io
+from kmt.data.video_io import VideoReadError, read_video, write_video
 
 # ffmpeg runs as a subprocess; JAX warns about any fork, harmless for fork + exec.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
@@ -180,6 +181,29 @@ def test_num_repeats_and_batches_cover_every_video(tmp_path):
     assert [b["name"] for b in second] == [b["name"] for b in batches.epoch(1)]
 
 
+def test_steps_per_epoch_cycles_through_reshuffled_passes(tmp_path):
+    make_root(tmp_path, [f"v{i}" for i in range(8)])  # 6 in train/
+    ds = FramesDataset(tmp_path, frame_shape=(S, S, 3))
+    one_pass = Batches(ds, batch_size=3, seed=2, prefetch=0, workers=0)
+    longer = Batches(ds, batch_size=3, seed=2, steps_per_epoch=7)
+    shorter = Batches(ds, batch_size=3, seed=2, steps_per_epoch=1)
+    assert (len(one_pass), one_pass.batches_per_pass, len(longer), len(shorter)) == (2, 2, 7, 1)
+    epoch = [b["name"] for b in longer.epoch(3)]
+    assert len(epoch) == 7 and epoch[:2] == [b["name"] for b in one_pass.epoch(3)]
+    passes = [epoch[k] + epoch[k + 1] for k in (0, 2, 4)]
+    assert all(sorted(p) == sorted(ds.videos) for p in passes) and len({tuple(p) for p in passes}) == 3
+    assert [b["name"] for b in shorter.epoch(3)] == epoch[:1]
+    np.testing.assert_array_equal(longer.batch(6, 3)["source"], longer.batch(6, 3)["source"])
+    assert [b["name"] for b in longer.epoch(4)] != epoch
+    assert len(keras_dataset(longer)) == 7
+    with pytest.raises(IndexError, match="batch index 7 out of range for 7 batches"):
+        longer.batch(7)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=rf"steps_per_epoch must be >= 1 \(or None for one pass over the "
+                                             rf"data\), got {bad}"):
+            Batches(ds, batch_size=3, steps_per_epoch=bad)
+
+
 def test_unknown_keys_and_bad_folders_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['num_workers'\]"):
         FramesDataset(tmp_path, num_workers=4)
@@ -219,6 +243,31 @@ def test_corrupt_and_empty_videos_are_named_or_skipped(tmp_path):
         names = [n for b in Batches(ds, batch_size=2, num_repeats=3).epoch(0) for n in b["name"]]
     assert "broken.mp4" not in names and len(names) == 12  # replaced, the epoch keeps its length
     assert "broken.mp4" in [os.path.basename(p) for p, _ in ds.skipped]
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".gif"])
+def test_pairs_read_partly_are_those_of_a_whole_decode(tmp_path, ext):
+    make_root(tmp_path, [f"v{i}" for i in range(6)], ext=ext)
+    ds = FramesDataset(tmp_path, frame_shape=(S, S, 3))
+    for i in range(len(ds)):
+        item = ds.sample(i, np.random.default_rng(i))
+        whole = read_video(ds.path(item["name"]))
+        expected = whole[np.sort(np.random.default_rng(i).choice(len(whole), size=2, replace=True))]
+        np.testing.assert_array_equal(item["source"], expected[0])
+        np.testing.assert_array_equal(item["driving"], expected[1])
+
+
+def test_a_video_listing_more_frames_than_it_decodes_still_gives_pairs(tmp_path, monkeypatch):
+    make_root(tmp_path, ["a", "b", "c"], ext=".mp4")
+    count = video_io._count_ffmpeg_frames
+    monkeypatch.setattr(video_io, "_count_ffmpeg_frames",
+                        lambda p, decode=False: count(p, decode) + (0 if decode else 50))
+    ds = FramesDataset(tmp_path, frame_shape=(S, S, 3))
+    assert video_io.num_frames(ds.path(ds.videos[0])) == 55
+    for _ in range(3):
+        item = ds.sample(0, np.random.default_rng(0))
+        assert decode(item["source"])[0] <= decode(item["driving"])[0] <= 4
+    assert video_io.num_frames(ds.path(ds.videos[0])) == 5, "the count was corrected on the first read"
 
 
 def test_cached_videos_give_the_same_pairs(tmp_path):
@@ -293,3 +342,47 @@ def test_a_test_only_dataset_is_read_for_testing_and_refused_for_training(tmp_pa
     assert testing.root_dir == str(tmp_path / "test") and len(testing.names) == 2
     with pytest.raises(ValueError, match="has a test/ folder but no train/ folder to train on"):
         FramesDataset(tmp_path, frame_shape=[S, S, 3])
+
+
+def assert_same_items(got, expected):
+    assert [it["name"] for it in got] == [it["name"] for it in expected]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a["source"], b["source"])
+        np.testing.assert_array_equal(a["driving"], b["driving"])
+
+
+def test_sample_many_reads_a_batch_together_and_gives_the_items_of_sample(tmp_path, monkeypatch):
+    names = [f"id{g}#clip{c}" for g in range(3) for c in range(4)]
+    make_root(tmp_path, names, ext=".mp4")
+    for name, ext in (("id0#gif", ".gif"), ("id1#folder", "")):
+        write_video(str(tmp_path / "train" / (name + ext)), coded_video(20))
+    p = params(VOX, tmp_path, pairs_list=None)
+    one_by_one, together = FramesDataset(**p), FramesDataset(**p)
+    indices = [0, 1, 2, 2, 1, 0]
+    expected = [one_by_one.sample(i, np.random.default_rng([5, k])) for k, i in enumerate(indices)]
+    runs = []
+    run = video_io.subprocess.run
+    monkeypatch.setattr(video_io.subprocess, "run", lambda cmd, *a, **k: runs.append(cmd) or run(cmd, *a, **k))
+    got = together.sample_many(indices, [np.random.default_rng([5, k]) for k in range(len(indices))])
+    assert_same_items(got, expected)
+    assert len(runs) == 1, "the frame counts were known: one ffmpeg run for the mp4 of the batch"
+
+
+def test_sample_many_with_bad_videos_matches_sample(tmp_path):
+    make_root(tmp_path, [f"v{i}" for i in range(6)], ext=".mp4")
+    (tmp_path / "train" / "broken.mp4").write_bytes(b"definitely not h264" * 10)
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        one_by_one = FramesDataset(tmp_path, frame_shape=(S, S, 3), skip_bad=True)
+        expected = [one_by_one.sample(i, np.random.default_rng(i)) for i in range(len(one_by_one))]
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        together = FramesDataset(tmp_path, frame_shape=(S, S, 3), skip_bad=True)
+        got = together.sample_many(range(len(together)), [np.random.default_rng(i) for i in range(len(together))])
+    assert_same_items(got, expected)
+    assert together.skipped == one_by_one.skipped and "broken.mp4" not in [it["name"] for it in got]
+    strict = FramesDataset(tmp_path, frame_shape=(S, S, 3))
+    with pytest.raises(VideoReadError, match=r"broken\.mp4"):
+        strict.sample_many(range(len(strict)), [np.random.default_rng(i) for i in range(len(strict))])
+    wrong_size = FramesDataset(tmp_path, frame_shape=(32, 32, 3), skip_bad=True)
+    with pytest.warns(UserWarning) as record, pytest.raises(ValueError, match="no readable video left"):
+        wrong_size.sample_many([0, 1], [np.random.default_rng(0), np.random.default_rng(1)])
+    assert "16x16, frame_shape expects 32x32" in " ".join(str(r.message) for r in record)

@@ -1,6 +1,7 @@
 """kmt.data.video_io: every on-disk layout written and read back; bad files named in errors."""
 
 import os
+import subprocess
 
 import imageio.v3 as iio
 import numpy as np
@@ -92,10 +93,11 @@ def test_stacked_image_of_the_wrong_width_is_named(tmp_path, clip):
 def test_corrupt_or_empty_files_are_named(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(VideoReadError, match=name.replace(".", r"\.")) as info:
-        read_video(str(path))
-    assert isinstance(info.value, ValueError) and info.value.path == str(path)
-    assert len(str(info.value)) < 400, "the ffmpeg banner must not flood the message"
+    for read in (read_video, lambda p: read_frames(p, [0]), num_frames):
+        with pytest.raises(VideoReadError, match=name.replace(".", r"\.")) as info:
+            read(str(path))
+        assert isinstance(info.value, ValueError) and info.value.path == str(path)
+        assert len(str(info.value)) < 400, "the ffmpeg banner must not flood the message"
 
 
 def test_truncated_mp4_is_named(tmp_path, clip):
@@ -106,6 +108,8 @@ def test_truncated_mp4_is_named(tmp_path, clip):
         f.write(data[: len(data) // 2])
     with pytest.raises(VideoReadError, match=r"cut\.mp4"):
         read_video(path)
+    with pytest.raises(VideoReadError, match=r"cut\.mp4"):
+        read_frames(path, [1])
 
 
 def test_bad_frame_in_a_folder_and_empty_folder_are_named(tmp_path, clip):
@@ -160,3 +164,115 @@ def test_gif_that_merges_identical_frames_warns(tmp_path, clip):
 
 def test_uint8_conversion_rounds():
     np.testing.assert_array_equal(video_io.to_uint8(np.array([0.0, 0.5 / 255, 1.2, -1.0])), [0, 1, 255, 0])
+
+
+def imageio_ffmpeg_decode(path):
+    """Every frame as imageio-ffmpeg decodes it, (T, H, W, 3) uint8: an independent reference."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+    width, height = next(reader)["size"]
+    frames = np.stack([np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in reader])
+    reader.close()
+    return frames
+
+
+@pytest.mark.parametrize("name", ["video.mp4", "video.mov", "video.gif", "video", "video.png"])
+def test_read_frames_gives_the_frames_of_a_whole_decode(tmp_path, clip, name):
+    path = str(tmp_path / name)
+    write_video(path, clip, fps=10)
+    whole = read_video(path, (H, W, 3))
+    if name.endswith((".mp4", ".mov")):
+        np.testing.assert_array_equal(video_io.to_uint8(whole), imageio_ffmpeg_decode(path))
+    if name.endswith(".gif"):
+        np.testing.assert_array_equal(video_io.to_uint8(whole), iio.imread(path, index=None, plugin="pillow"))
+    assert num_frames(path, (H, W, 3)) == len(whole) == T
+    for indices in ([4, 1, 1, -1, 0], [T - 1], [0, 0], np.arange(T)[::-1]):
+        got = read_frames(path, indices, (H, W, 3))
+        assert got.dtype == np.float32 and got.shape == (len(indices), H, W, 3)
+        np.testing.assert_array_equal(got, whole[np.asarray(indices)])
+    out_of_range = rf"frame indices \[{T}, -{T + 1}\] out of range for .*{name}.* with {T} frames"
+    with pytest.raises(IndexError, match=out_of_range):
+        read_frames(path, [1, T, -T - 1], (H, W, 3))
+    with pytest.raises(ValueError, match="indices must name at least one frame"):
+        read_frames(path, [], (H, W, 3))
+
+
+@pytest.fixture
+def ffmpeg_runs(monkeypatch):
+    """The ffmpeg command lines kmt runs, recorded."""
+    runs, run = [], subprocess.run
+
+    def recording_run(command, *args, **kwargs):
+        runs.append([str(c) for c in command])
+        return run(command, *args, **kwargs)
+
+    monkeypatch.setattr(video_io.subprocess, "run", recording_run)
+    return runs
+
+
+def test_a_video_file_is_counted_once_and_decoded_only_up_to_the_last_frame_asked(tmp_path, ffmpeg_runs):
+    path = str(tmp_path / "long.mp4")
+    frames = np.repeat(np.linspace(0, 1, 40, dtype=np.float32)[:, None, None, None], 4, axis=1)
+    write_video(path, np.broadcast_to(frames, (40, 4, 4, 3)))
+    assert num_frames(path) == 40 and num_frames(path) == 40
+    assert len(ffmpeg_runs) == 1 and "copy" in ffmpeg_runs[0], "counted from the packets, once"
+    whole = read_video(path)
+    ffmpeg_runs.clear()
+    np.testing.assert_array_equal(read_frames(path, [30, 2, 30]), whole[[30, 2, 30]])
+    assert len(ffmpeg_runs) == 1, "the frame count is remembered"
+    command = ffmpeg_runs[0]
+    assert command[command.index("-vf") + 1] == "select=eq(n\\,2)+eq(n\\,30)"
+    assert command[command.index("-frames:v") + 1] == "2", "ffmpeg stops after the last frame asked for"
+    write_video(path, np.broadcast_to(frames[:12], (12, 4, 4, 3)))  # another version of the file
+    assert num_frames(path) == 12
+
+
+def test_a_file_that_decodes_fewer_frames_than_it_lists_is_corrected(tmp_path, clip, monkeypatch):
+    path = str(tmp_path / "short.mp4")
+    write_video(path, clip)
+    count = video_io._count_ffmpeg_frames
+    monkeypatch.setattr(video_io, "_count_ffmpeg_frames",
+                        lambda p, decode=False: count(p, decode) + (0 if decode else 3))
+    assert num_frames(path) == T + 3
+    np.testing.assert_array_equal(read_frames(path, [T - 1]), read_video(path)[[T - 1]])
+    with pytest.raises(VideoReadError, match=rf"short\.mp4.*frame {T + 1} is past the end: the container lists "
+                                             rf"{T + 3} frames but {T} decode"):
+        read_frames(path, [1, T + 1])
+    assert num_frames(path) == T
+    with pytest.raises(IndexError, match="out of range"):
+        read_frames(path, [T + 1])
+
+
+def test_read_frames_many_decodes_the_video_files_together(tmp_path, clip, ffmpeg_runs):
+    requests = []
+    for k, name in enumerate(["a.mp4", "b.mov", "c.gif", "d", "e.mp4"]):
+        path = str(tmp_path / name)
+        write_video(path, clip[::-1] if k % 2 else clip)
+        requests.append((path, [[4, 1], [0, 0, 5], [2, 3], [-1], [5, 1, 3]][k]))
+    expected = [read_frames(path, indices) for path, indices in requests]
+    ffmpeg_runs.clear()
+    got = video_io.read_frames_many(requests)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert len(ffmpeg_runs) == 1 and sum(arg == "-i" for arg in ffmpeg_runs[0]) == 3, "one run for a, b and e"
+    assert video_io.read_frames_many([]) == []
+
+
+def test_read_frames_many_names_a_bad_file_among_good_ones(tmp_path, clip, monkeypatch):
+    good, broken, short = (str(tmp_path / n) for n in ("good.mp4", "broken.mp4", "short.mp4"))
+    write_video(good, clip)
+    write_video(short, clip)
+    with open(broken, "wb") as f:
+        f.write(b"not a video at all" * 20)
+    with pytest.raises(VideoReadError, match=r"broken\.mp4"):
+        video_io.read_frames_many([(good, [1]), (broken, [0]), (good, [2])])
+    with pytest.raises(IndexError, match=rf"frame indices \[{T}\] out of range for .*good\.mp4"):
+        video_io.read_frames_many([(good, [T]), (short, [0])])
+    count = video_io._count_ffmpeg_frames
+    monkeypatch.setattr(video_io, "_count_ffmpeg_frames",
+                        lambda p, decode=False: count(p, decode) + (2 if p == short and not decode else 0))
+    with pytest.raises(VideoReadError, match=rf"short\.mp4.*frame {T + 1} is past the end"):
+        video_io.read_frames_many([(good, [1]), (short, [0, T + 1])])
+    assert [len(f) for f in video_io.read_frames_many([(good, [1]), (short, [0, T - 1])])] == [1, 2]
