@@ -14,12 +14,14 @@ module                                     chapter
 ``kmt.training``, ``kmt.train_step``,
 ``kmt.data``
 ``kmt.animation``, ``kmt.metrics``,        7. Animation and evaluation
-``kmt.evaluators``
-``kmt.convert``, ``kmt.cli``               8. Real data, pretrained models, scale
+``kmt.evaluation``, ``kmt.evaluators``
+``kmt.crop``, ``kmt.prepare``,             8. Real videos, your data, the official weights
+``kmt.face_evaluators``, ``kmt.convert``
 =========================================  ======================================
 
 Shared pieces: ``kmt.config`` (official YAML configs), ``kmt.checkpoint`` (the one
-checkpoint format), ``kmt.compile``, ``kmt.media``, ``kmt.visualize``, ``kmt.book``
+checkpoint format, and :func:`kmt.checkpoint.load`, the one way to load a model),
+``kmt.archive`` (the zip files kmt writes), ``kmt.cli`` (the ``kmt`` command), ``kmt.compile``, ``kmt.media``, ``kmt.visualize``, ``kmt.book``
 (notebook sizes, the sample photograph), ``kmt.check`` (the exercise checkers).
 
 Submodules are imported on first use, so ``import kmt`` (and ``kmt --help``) is
@@ -31,9 +33,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "animation", "book", "check", "checkpoint", "cli", "compile", "config", "convert", "data", "dense_motion",
-    "discriminator", "evaluator_training", "evaluators", "generator", "keypoints", "layers", "losses", "media",
-    "metrics", "motion", "pretrained", "sampling", "train_step", "training", "training_data", "visualize", "warping",
+    "animation", "archive", "book", "check", "checkpoint", "cli", "compile", "config", "convert", "crop", "data", "dense_motion",
+    "discriminator", "evaluation", "evaluator_training", "evaluators", "face_evaluators", "generator", "keypoints", "layers", "losses", "media",
+    "metrics", "motion", "prepare", "pretrained", "sampling", "train_step", "training", "training_data", "visualize", "warping",
 }
 _SHORTCUTS = {"grid_sample": "warping", "make_coordinate_grid": "warping"}
 

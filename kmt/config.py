@@ -30,6 +30,7 @@ __all__ = [
     "config_path",
     "load_config",
     "override_config",
+    "with_dataset",
     "validate_config",
     "build_kp_detector",
     "build_generator",
@@ -296,6 +297,37 @@ def load_config(source):
         return validate_config(config)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def with_dataset(config, root_dir):
+    """A copy of ``config`` that trains on the dataset folder ``root_dir`` (``train/`` and ``test/``).
+
+    ``dataset_params.root_dir`` becomes ``root_dir`` and a ``synthetic_params`` section (kmt's
+    in-memory synthetic stream) is dropped, so a config made for synthetic data, such as the
+    shipped model's, fine-tunes on real videos unchanged. When the folder was written by
+    ``kmt prepare`` (its ``prepare.json`` records the frame size), a config whose
+    ``dataset_params.frame_shape`` differs is refused with both sizes named.
+    """
+    import json
+
+    root_dir = os.fspath(root_dir)
+    if not os.path.isdir(root_dir):
+        raise ValueError(f"`root_dir` {root_dir!r} is not a folder (a dataset with train/ and test/).")
+    config = copy.deepcopy(load_config(config))
+    config.pop("synthetic_params", None)
+    params = config.setdefault("dataset_params", {})
+    params["root_dir"] = root_dir
+    manifest = os.path.join(root_dir, "prepare.json")
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as handle:
+            shape = json.load(handle).get("frame_shape")
+        wanted = params.get("frame_shape")
+        if shape and wanted and list(wanted[:2]) != list(shape[:2]):
+            raise ValueError(f"{root_dir!r} holds {shape[0]}x{shape[1]} frames (prepare.json) but the config's "
+                             f"dataset_params.frame_shape is {list(wanted)}; prepare the data at that size or set "
+                             f"dataset_params.frame_shape=[{shape[0]}, {shape[1]}, 3] (a model trained at one size "
+                             "expects that size).")
+    return validate_config(config)
 
 
 def override_config(config, assignments):

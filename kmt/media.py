@@ -11,7 +11,6 @@ import sys
 import numpy as np
 
 from kmt.data.video_io import VideoReadError, read_video, to_uint8, write_video
-from kmt.visualize import overlay_keypoints
 
 __all__ = ["resize_frames", "read_image", "read_frames_for_model", "video_fps", "compose_side_by_side",
            "save_animation", "h264_round_trip", "animation_html"]
@@ -98,6 +97,8 @@ def compose_side_by_side(source, driving, result, kp_driving=None, kp_result=Non
     ``kp_driving`` / ``kp_result`` are ``{"value": (T, K, 2)}`` dicts (or arrays).
     With ``panels=False`` only the result is returned (with its keypoints if given).
     """
+    from kmt.visualize import overlay_keypoints
+
     source = np.asarray(source, dtype="float32")
     frames = []
 

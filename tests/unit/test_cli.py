@@ -49,9 +49,9 @@ def files(tmp_path_factory):
 def test_help_lists_every_command():
     result = kmt("--help")
     assert result.returncode == 0
-    for command in ("animate", "train", "reconstruct", "evaluate", "convert", "synth"):
+    for command in ("animate", "train", "reconstruct", "evaluate", "convert", "synth", "crop", "prepare"):
         assert command in result.stdout
-    for command in ("animate", "train", "reconstruct", "evaluate", "convert", "synth"):
+    for command in ("animate", "train", "reconstruct", "evaluate", "convert", "synth", "crop", "prepare"):
         assert kmt(command, "--help").returncode == 0
 
 
