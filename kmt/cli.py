@@ -61,7 +61,7 @@ def cmd_animate(args):
 
 def _flag_names(message):
     """A library message with its argument names spelt as this command's flags."""
-    for name, flag in (("`best_frame_landmarks`", "--best-frame-landmarks"), ("`find_best=True`", "--find-best-frame"),
+    for name, flag in (("landmarks='kmt'", "--best-frame-landmarks kmt"), ("`best_frame_landmarks`", "--best-frame-landmarks"), ("`find_best=True`", "--find-best-frame"),
                        ("`max_frames`", "--max-frames"), ("`batch_size`", "--batch-size"), ("`out`", "--out"),
                        ("`config`", "--config"), ("`checkpoint`", "--checkpoint")):
         message = message.replace(name, flag)

