@@ -122,11 +122,11 @@ def cmd_evaluate(args):
 def cmd_convert(args):
     from kmt import checkpoint
     from kmt.config import load_config
-    from kmt.convert import load_checkpoint, read_checkpoint
+    from kmt.convert import official_models, read_checkpoint
 
     config = load_config(args.config)
     state_dicts, others = read_checkpoint(args.checkpoint, other_entries=True)
-    models = load_checkpoint(state_dicts, config, align_corners=not args.pytorch13)
+    models = official_models(state_dicts, config, align_corners=not args.pytorch13)
     size = tuple(config.get("dataset_params", {}).get("frame_shape", (256, 256, 3))[:2])
     checkpoint.save(args.out, config, models, align_corners=not args.pytorch13, image_size=size)
     if others:

@@ -20,11 +20,13 @@ dense-motion input, the Jacobian head and the hourglass concatenation.
 
 Entry points: :func:`load_state_dict` (one network from a mapping of arrays),
 :func:`export_state_dict` (the reverse), :func:`read_checkpoint` (an official
-``.pth.tar`` file, with PyTorch) and :func:`load_checkpoint` (a file or dicts
-plus a config -> ready kmt models).
+``.pth.tar`` file in PyTorch's legacy or zip serialization, read with PyTorch
+and ``weights_only=True``) and :func:`official_models` (a file or dicts plus a
+config -> ready kmt models).
 """
 
 import os
+import re
 
 import numpy as np
 from keras import ops
@@ -40,7 +42,7 @@ __all__ = [
     "export_state_dict",
     "split_state_dicts",
     "read_checkpoint",
-    "load_checkpoint",
+    "official_models",
 ]
 
 NETWORKS = ("kp_detector", "generator", "discriminator")
@@ -316,43 +318,149 @@ def split_state_dicts(arrays, prefix=""):
     return out
 
 
-def read_checkpoint(path):
+# The first bytes of the two serializations torch.save writes: a zip archive (PyTorch >= 1.6 by
+# default) or the legacy stream, which opens with the pickled magic number 0x1950a86a20f9469cfc6c.
+_ZIP_SIGNATURE = b"PK\x03\x04"
+_LEGACY_SIGNATURE = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+# Which network a bare state dict belongs to, by the first part of its keys.
+_KEY_PREFIXES = {"predictor": "kp_detector", "kp": "kp_detector", "first": "generator",
+                 "dense_motion_network": "generator", "discs": "discriminator"}
+
+_NO_TORCH = (
+    "Reading an official .pth.tar checkpoint needs PyTorch, only to read that file (kmt and the converted .kmt "
+    "run without it): install a CPU build with `pip install torch --index-url "
+    "https://download.pytorch.org/whl/cpu` (or plain `pip install torch`), or pass the state dicts as arrays "
+    "to `official_models`."
+)
+
+
+def _serialization(path):
+    """``"zip"``, ``"legacy"`` or ``None``: how the file at ``path`` starts."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(_LEGACY_SIGNATURE))
+    if head.startswith(_ZIP_SIGNATURE):
+        return "zip"
+    return "legacy" if head == _LEGACY_SIGNATURE else None
+
+
+def _unreadable(path, error):
+    """The ValueError that says why ``torch.load`` could not read the file at ``path``."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())
+    text = re.sub(r".*WeightsUnpickler error: (.*?)(Check the documentation.*)?$", r"\1", text).strip()
+    reason = f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+    kind = _serialization(path)
+    if kind is None:
+        if os.path.getsize(path) == 0:
+            return ValueError(f"{path!r} is empty, not a PyTorch checkpoint.")
+        return ValueError(
+            f"{path!r} is not a PyTorch checkpoint: it starts with neither a zip signature nor the magic number "
+            f"of PyTorch's legacy serialization (torch.load: {reason})."
+        )
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if refused:
+        return ValueError(
+            f"{path!r} holds Python objects other than tensors and plain containers ({refused.group(1)}), which kmt "
+            "does not unpickle: it reads checkpoints with torch.load(weights_only=True), which runs no code from the "
+            "file (official FOMM checkpoints hold only tensors, numbers and dicts). If you trust the file, load it "
+            "yourself and pass its state dicts to kmt.convert.official_models as arrays."
+        )
+    if kind == "zip":
+        import zipfile
+
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if "kmt-checkpoint.json" in archive.namelist():
+                    return ValueError(f"{path!r} is already a kmt checkpoint: use it as it is "
+                                      "(`kmt animate --checkpoint`, `kmt.checkpoint.load`).")
+            return ValueError(f"{path!r} is a zip archive but not a PyTorch checkpoint torch.load can read ({reason}).")
+    return ValueError(
+        f"{path!r} is truncated or damaged: it starts as a PyTorch checkpoint ({kind} serialization) but "
+        f"torch.load could not read it to the end ({reason}). Copy or download it again."
+    )
+
+
+def _not_a_checkpoint(path, content):
+    """The ValueError for a file torch.load read that is not an official FOMM checkpoint."""
+    expected = "a FOMM checkpoint: a dict with the entries 'kp_detector' and 'generator' (state dicts)"
+    if not isinstance(content, dict):
+        return ValueError(f"{path!r} holds a {type(content).__name__}, not {expected}.")
+    keys = [str(key) for key in content]
+    if keys and all(hasattr(value, "shape") for value in content.values()):
+        guesses = sorted({_KEY_PREFIXES.get(key.split(".")[0]) for key in keys} - {None})
+        guess = f" It looks like the state dict of a {guesses[0]}." if len(guesses) == 1 else ""
+        return ValueError(
+            f"{path!r} holds a bare state dict ({len(keys)} tensors such as {keys[0]!r}), not {expected}.{guess} "
+            "Load it with kmt.convert.official_models({'<network>': state_dict, ...}, config) or "
+            "kmt.convert.load_state_dict(model, state_dict)."
+        )
+    shown = keys[:8] + ([f"... ({len(keys) - 8} more)"] if len(keys) > 8 else [])
+    return ValueError(f"{path!r} is not {expected}; its entries are {shown}.")
+
+
+def _tree_to_numpy(value):
+    if isinstance(value, dict):
+        return {key: _tree_to_numpy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_tree_to_numpy(item) for item in value)
+    return _to_numpy(value) if hasattr(value, "detach") else value
+
+
+def read_checkpoint(path, other_entries=False):
     """The network state dicts of an official checkpoint file (``vox-cpk.pth.tar`` and friends).
 
-    Returns ``{"kp_detector": {...}, "generator": {...}, "discriminator": {...}}``
-    (the entries the file has) with NumPy arrays. Needs PyTorch, only to
-    unpickle the file (``torch.load(map_location="cpu", weights_only=True)``).
+    The official trainer saves ``{"kp_detector": state_dict, "generator": ..., "discriminator": ...,
+    "optimizer_kp_detector": optimizer.state_dict(), ..., "epoch": int}`` with ``torch.save``; the
+    published files use PyTorch's legacy serialization (PyTorch 1.0, tensors saved from the GPU),
+    newer ones the zip serialization. Both are read with ``torch.load(map_location="cpu",
+    weights_only=True)``, which rebuilds tensors, numbers and containers and runs no code from the
+    file; every entry of an official file is of those kinds. PyTorch is needed for this function only.
+
+    Args:
+        path: the checkpoint file.
+        other_entries: also return the entries that are not networks.
+
+    Returns:
+        ``{"kp_detector": {...}, "generator": {...}, "discriminator": {...}}`` (the networks the file
+        has) with NumPy arrays; with ``other_entries``, the pair ``(state_dicts, others)`` where
+        ``others`` holds every other entry (``epoch``, ``optimizer_generator``, ...) as read, tensors
+        as NumPy arrays.
+
+    Raises:
+        ImportError: PyTorch is not installed (the message says how to install a CPU build).
+        ValueError: naming ``path``: it does not exist, is empty, truncated or damaged, is not a
+        PyTorch file, holds objects a weights-only load refuses, or is not a FOMM checkpoint
+        (e.g. a bare state dict).
     """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"`path` does not exist: {path!r}.")
+    if os.path.isdir(path):
+        raise ValueError(f"`path` is a folder, not a checkpoint file: {path!r}.")
     try:
         import torch
     except ImportError as error:
-        raise ImportError(
-            "Reading an official .pth.tar checkpoint needs PyTorch (any CPU build: "
-            "`pip install torch`). Without it, pass the state dicts as arrays to `load_checkpoint`."
-        ) from error
-    if not os.path.exists(path):
-        raise ValueError(f"`path` does not exist: {path!r}.")
+        raise ImportError(_NO_TORCH, name="torch") from error
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path!r} is not a PyTorch checkpoint torch.load can read: {error}") from error
-    if not isinstance(checkpoint, dict) or not any(
-        isinstance(checkpoint.get(n), dict) for n in ("kp_detector", "generator")
-    ):
-        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ValueError(
-            f"{path!r} is not a FOMM checkpoint: expected entries 'kp_detector' and 'generator' "
-            f"(and optionally 'discriminator'), found {found}."
-        )
-    return {
-        name: {key: _to_numpy(value) for key, value in checkpoint[name].items()}
+        raise _unreadable(path, error) from error
+    if not isinstance(content, dict) or not any(isinstance(content.get(n), dict) for n in ("kp_detector", "generator")):
+        raise _not_a_checkpoint(path, content)
+    state_dicts = {
+        name: {key: _to_numpy(value) for key, value in content[name].items()}
         for name in NETWORKS
-        if isinstance(checkpoint.get(name), dict)
+        if isinstance(content.get(name), dict)
     }
+    if not other_entries:
+        return state_dicts
+    return state_dicts, {key: _tree_to_numpy(value) for key, value in content.items() if key not in state_dicts}
 
 
-def load_checkpoint(checkpoint, config, align_corners=True, networks=None):
+def official_models(checkpoint, config, align_corners=True, networks=None):
     """kmt models carrying the weights of an official checkpoint.
+
+    :func:`kmt.checkpoint.load` (``config=...``) calls this for official files and wraps the
+    models in a checkpoint; use this function directly for state dicts held as arrays.
 
     Args:
         checkpoint: a path to an official ``.pth.tar`` (read with

@@ -13,6 +13,7 @@ from kmt.config import (
     load_config,
     override_config,
 )
+from kmt.convert import state_dict_layout
 from kmt.discriminator import MultiScaleDiscriminator
 from kmt.generator import OcclusionAwareGenerator
 from kmt.keypoints import KPDetector
@@ -100,6 +101,62 @@ def test_counts_follow_the_config():
     # mgif-256: one shared Jacobian map, a 7x7 head with 4 instead of 40 outputs on 35 channels.
     mgif = build_models("mgif-256")
     assert trainable_count(mgif["kp_detector"]) == 14_215_368 - 36 * (35 * 49 + 1)
+
+
+def flatten(config, prefix=""):
+    """``{"a.b.c": value}`` for every leaf of a nested dict."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_vox_512_differs_from_vox_256_only_where_its_comments_say():
+    vox256, vox512 = flatten(load_config("vox-256")), flatten(load_config("vox-512"))
+    assert vox512.keys() == vox256.keys()
+    changed = {key: (vox256[key], vox512[key]) for key in vox256 if vox256[key] != vox512[key]}
+    assert changed == {
+        "dataset_params.root_dir": ("data/vox-png", "data/vox-512-png"),
+        "dataset_params.frame_shape": ([256, 256, 3], [512, 512, 3]),
+        "model_params.kp_detector_params.scale_factor": (0.25, 0.125),
+        "model_params.generator_params.dense_motion_params.scale_factor": (0.25, 0.125),
+        "train_params.batch_size": (40, 10),
+        "train_params.scales": ([1, 0.5, 0.25, 0.125], [1, 0.5, 0.25, 0.125, 0.0625]),
+        "visualizer_params.kp_size": (5, 10),
+    }
+    # The networks see 64 x 64 pixels at 512 as at 256, and the pyramid reaches 32 x 32 as at 256.
+    assert 512 * vox512["model_params.kp_detector_params.scale_factor"] == 256 * 0.25 == 64
+    assert 512 * min(vox512["train_params.scales"]) == 256 * min(vox256["train_params.scales"]) == 32
+
+
+def test_vox_512_builds_with_the_vox_256_variables_and_estimates_motion_at_64_pixels():
+    from fomm_reference import call
+
+    models = build_models("vox-512")
+    # Every variable has its vox-256 shape (so `kmt train --init-from` a vox-256 checkpoint works):
+    # the counts of test_counts_follow_the_config.
+    assert trainable_count(models["kp_detector"]) == 14_215_368
+    assert trainable_count(models["generator"]) == 45_575_391
+    assert trainable_count(models["discriminator"]) == 2_769_089 - 10 * 64 * 16
+    # Only the anti-aliasing Gaussians grow: sigma (1 / 0.125 - 1) / 2 = 3.5, 2 * round(4 * 3.5) + 1 taps.
+    layout = {name: state_dict_layout(model) for name, model in models.items()}
+    assert layout["kp_detector"]["down.weight"] == (3, 1, 29, 29)
+    assert layout["generator"]["dense_motion_network.down.weight"] == (3, 1, 29, 29)
+    assert layout["generator"]["bottleneck.r5.conv2.weight"] == (256, 256, 3, 3)
+    image = np.random.default_rng(0).random((1, 512, 512, 3), dtype="float32")
+    kp = call(models["kp_detector"], image)
+    assert kp["value"].shape == (1, 10, 2) and kp["jacobian"].shape == (1, 10, 2, 2)
+    assert kp["heatmap"].shape == (1, 58, 58, 10)  # a 7 x 7 valid convolution on 64 x 64 features
+    kp = {"value": kp["value"], "jacobian": kp["jacobian"]}
+    motion = call(models["generator"].dense_motion_network, image, kp_driving=kp, kp_source=kp)
+    assert motion["deformation"].shape == (1, 64, 64, 2)
+    assert motion["occlusion_map"].shape == (1, 64, 64, 1)
+    # Driving keypoints equal to the source's: the motion field is close to the identity grid.
+    identity = np.stack(np.meshgrid(np.linspace(-1, 1, 64), np.linspace(-1, 1, 64)), axis=-1)
+    assert np.abs(motion["deformation"][0] - identity).max() < 1e-4
 
 
 def test_a_users_copy_of_an_official_file_loads_unchanged(tmp_path):
@@ -229,8 +286,8 @@ def test_file_errors_name_the_file(tmp_path):
     path.write_text("model_params:\n  common_params: {num_kp: 10}\n")
     with pytest.raises(ValueError, match=r"broken\.yaml: Missing key `model_params\.common_params\.num_channels`"):
         load_config(str(path))
-    with pytest.raises(ValueError, match="No config named 'vox-512'"):
-        load_config("vox-512")
+    with pytest.raises(ValueError, match="No config named 'vox-1024'"):
+        load_config("vox-1024")
     with pytest.raises(ValueError, match="not found"):
         load_config(str(tmp_path / "missing.yaml"))
 
@@ -257,3 +314,20 @@ def test_overrides_set_existing_keys_as_yaml_and_name_typos():
         override_config("synthetic-faces-64", ["num_kp"])
     with pytest.raises(ValueError, match=r"`model_params.common_params.num_kp` must be of type int; got 'many'"):
         override_config("synthetic-faces-64", ["model_params.common_params.num_kp=many"])
+
+
+def test_with_dataset_trains_a_synthetic_config_on_a_folder_and_checks_the_frame_size(tmp_path):
+    import json
+
+    from kmt.config import with_dataset
+
+    (tmp_path / "train").mkdir()
+    config = with_dataset("synthetic-faces-64", tmp_path)
+    assert "synthetic_params" not in config and config["dataset_params"]["root_dir"] == str(tmp_path)
+    assert "synthetic_params" in load_config("synthetic-faces-64")  # the shipped config is left as it is
+    (tmp_path / "prepare.json").write_text(json.dumps({"frame_shape": [128, 128, 3]}))
+    with pytest.raises(ValueError, match=r"holds 128x128 frames \(prepare.json\) but the config's "
+                                         r"dataset_params.frame_shape is \[64, 64, 3\]"):
+        with_dataset("synthetic-faces-64", tmp_path)
+    with pytest.raises(ValueError, match=r"`root_dir` .* is not a folder"):
+        with_dataset("vox-256", tmp_path / "missing")
