@@ -5,7 +5,9 @@ A config is the YAML file the official code trains from (``vox-256.yaml``,
 ``train_params``, ``reconstruction_params``, ``animate_params`` and
 ``visualizer_params``. kmt reads a user's copy of an official file unchanged,
 and ships its own copies of every official config under ``kmt/configs/``
-(same schema, same values): ``load_config("vox-256")``.
+(same schema, same values): ``load_config("vox-256")``, beside two of kmt's own in the
+same schema: ``synthetic-faces-64`` (the shipped model's) and ``vox-512``.
+:func:`with_dataset` points any config at a dataset folder (``kmt train --data``).
 
 Only ``model_params`` is required; every section present is checked against
 :data:`SCHEMA`, and an unknown or missing key is named in the error with its
