@@ -8,6 +8,18 @@ from keras import ops
 
 BACKEND = keras.backend.backend()
 
+TINY_MODEL_PARAMS = {
+    "common_params": {"num_kp": 3, "num_channels": 3, "estimate_jacobian": True},
+    "kp_detector_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16,
+                           "scale_factor": 0.5, "num_blocks": 2},
+    "generator_params": {"block_expansion": 4, "max_features": 16, "num_down_blocks": 1,
+                         "num_bottleneck_blocks": 1, "estimate_occlusion_map": True,
+                         "dense_motion_params": {"block_expansion": 4, "max_features": 16,
+                                                 "num_blocks": 2, "scale_factor": 0.5}},
+    "discriminator_params": {"scales": [1], "block_expansion": 4, "max_features": 16, "num_blocks": 2},
+}
+"""``model_params`` of a FOMM small enough for command-line tests (3 keypoints, 32 x 32 frames and up)."""
+
 
 def to_numpy(x):
     return None if x is None else np.asarray(ops.convert_to_numpy(x))

@@ -7,24 +7,13 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import TINY_MODEL_PARAMS
 from kmt import checkpoint
 from kmt.config import build_models
 from kmt.data import read_video, render_video, write_video
 
 SIZE = 32
-CONFIG = {
-    "dataset_params": {"root_dir": "unused", "frame_shape": [SIZE, SIZE, 3]},
-    "model_params": {
-        "common_params": {"num_kp": 3, "num_channels": 3, "estimate_jacobian": True},
-        "kp_detector_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16,
-                               "scale_factor": 0.5, "num_blocks": 2},
-        "generator_params": {"block_expansion": 4, "max_features": 16, "num_down_blocks": 1,
-                             "num_bottleneck_blocks": 1, "estimate_occlusion_map": True,
-                             "dense_motion_params": {"block_expansion": 4, "max_features": 16,
-                                                     "num_blocks": 2, "scale_factor": 0.5}},
-        "discriminator_params": {"scales": [1], "block_expansion": 4, "max_features": 16, "num_blocks": 2},
-    },
-}
+CONFIG = {"dataset_params": {"root_dir": "unused", "frame_shape": [SIZE, SIZE, 3]}, "model_params": TINY_MODEL_PARAMS}
 
 
 def kmt(*args, cwd=None):

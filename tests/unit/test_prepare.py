@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers import TINY_MODEL_PARAMS
 from kmt.book import carphone_path
 from kmt.cli import main
 from kmt.data import FramesDataset, read_video, render_video, write_video
@@ -19,16 +20,7 @@ from kmt.prepare import find_videos, prepare_dataset, split_videos, train_comman
 CARPHONE = carphone_path()
 TINY = {
     "dataset_params": {"root_dir": "unused", "frame_shape": [32, 32, 3]},
-    "model_params": {
-        "common_params": {"num_kp": 3, "num_channels": 3, "estimate_jacobian": True},
-        "kp_detector_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16,
-                               "scale_factor": 0.5, "num_blocks": 2},
-        "generator_params": {"block_expansion": 4, "max_features": 16, "num_down_blocks": 1,
-                             "num_bottleneck_blocks": 1, "estimate_occlusion_map": True,
-                             "dense_motion_params": {"block_expansion": 4, "max_features": 16,
-                                                     "num_blocks": 2, "scale_factor": 0.5}},
-        "discriminator_params": {"scales": [1], "block_expansion": 4, "max_features": 16, "num_blocks": 2},
-    },
+    "model_params": TINY_MODEL_PARAMS,
     "train_params": {"num_epochs": 1, "num_repeats": 1, "epoch_milestones": [], "lr_generator": 2e-4,
                      "lr_discriminator": 2e-4, "lr_kp_detector": 2e-4, "batch_size": 2, "scales": [1],
                      "checkpoint_freq": 1,
