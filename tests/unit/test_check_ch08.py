@@ -1,16 +1,12 @@
 """Chapter 8's checkers accept right answers and explain typical wrong ones."""
 
-import importlib.util
 import math
 
 import numpy as np
-import pytest
 
 from kmt import check, crop
 from kmt.data.dataset import video_id
 
-HAVE_FACE_MODELS = (importlib.util.find_spec("dlib") is not None
-                    and importlib.util.find_spec("face_recognition_models") is not None)
 
 
 def right_square_box(box, frame_shape, increase):
@@ -67,7 +63,6 @@ def test_pixels_to_normalized_explains_pixel_edges_swapped_axes_and_a_missing_mi
     assert "subtract 1" in str(report)
 
 
-@pytest.mark.skipif(not HAVE_FACE_MODELS, reason='needs pip install "keras-motion-transfer[faces]"')
 def test_the_checked_convention_is_the_one_of_the_face_evaluators():
     """dlib's landmarks in pixels, mapped by the checker's answer, are what FaceEvaluators.detect returns."""
     import skimage.data

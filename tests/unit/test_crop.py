@@ -16,7 +16,6 @@ from kmt.book import carphone_path
 from kmt.cli import main
 from kmt.data import read_video, render_video, write_video
 
-pytest.importorskip("dlib")
 
 CARPHONE = carphone_path()
 

