@@ -17,12 +17,15 @@ cd "$(dirname "$0")/.."
 export KMT_SIZE=${KMT_SIZE:-smoke}
 export PYTHONHASHSEED=0
 export TF_CPP_MIN_LOG_LEVEL=2
+# A skipped test fails the run (tools/pytest_no_skips.py); -rs lists every skip with its reason.
+export PYTHONPATH="$PWD/tools${PYTHONPATH:+:$PYTHONPATH}"
+PYTEST=(python -m pytest -q -p no:cacheprovider -rs -p pytest_no_skips)
 started=$SECONDS
 step() { printf '\n==== %s (%ds elapsed)\n' "$1" $((SECONDS - started)); }
 
 run_repo() {
   step "repository checks"
-  KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider tests/repo
+  KERAS_BACKEND=tensorflow "${PYTEST[@]}" tests/repo
   if [ -f _build/classroom-test/grades.txt ]; then
     echo "Autograder on every chapter (instructor version, then untouched student edition):"
     cut -c1-150 _build/classroom-test/grades.txt
@@ -32,13 +35,13 @@ run_repo() {
 run_unit() {
   for backend in tensorflow jax torch; do
     step "unit tests on the $backend backend"
-    KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider tests/unit
+    KERAS_BACKEND=$backend "${PYTEST[@]}" tests/unit
   done
 }
 
 run_notebooks() {
   step "chapters under nbval (KMT_SIZE=$KMT_SIZE)"
-  KERAS_BACKEND=tensorflow python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+  KERAS_BACKEND=tensorflow "${PYTEST[@]}" --nbval-lax --nbval-current-env \
     --nbval-cell-timeout=3600 --durations=0 book
 }
 
@@ -60,7 +63,7 @@ ensure_chromium() {
 run_browser() {
   step "the site in Chromium (KMT_SIZE=$KMT_SIZE)"
   ensure_chromium
-  python -m pytest -q -p no:cacheprovider tests/site --site "_build/$KMT_SIZE/_build/html"
+  "${PYTEST[@]}" tests/site --site "_build/$KMT_SIZE/_build/html"
 }
 
 steps=("$@")

@@ -142,3 +142,33 @@ def test_notebook_metadata_uses_the_python3_kernel():
     for path in CHAPTERS:
         kernelspec = json.loads(path.read_text())["metadata"]["kernelspec"]
         assert kernelspec["name"] == "python3", path.name
+
+
+def run_pytest_with_the_no_skip_plugin(tmp_path, body):
+    (tmp_path / "test_sample.py").write_text(body)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "tools")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "-p", "pytest_no_skips",
+         str(tmp_path / "test_sample.py")], capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
+def test_a_skipped_test_fails_the_run(tmp_path):
+    """CI's pytest runs load tools/pytest_no_skips.py: a skip (a broken import, say) turns the run red."""
+    skipped = run_pytest_with_the_no_skip_plugin(tmp_path, (
+        "import pytest\n\ndef test_runs():\n    assert 1 + 1 == 2\n\n"
+        "def test_needs_a_module():\n    pytest.importorskip('a_module_that_is_not_installed')\n"))
+    assert skipped.returncode == 1, skipped.stdout
+    assert "1 skipped: every test must run" in skipped.stdout
+    assert "could not import 'a_module_that_is_not_installed'" in skipped.stdout  # -rs lists the reason
+    passing = run_pytest_with_the_no_skip_plugin(tmp_path, "def test_runs():\n    assert 1 + 1 == 2\n")
+    assert passing.returncode == 0, passing.stdout
+
+
+def test_every_pytest_run_of_ci_refuses_skips():
+    script = (ROOT / "tools" / "run_tests.sh").read_text()
+    runs = [line for line in script.splitlines() if "pytest" in line.lower() and not line.lstrip().startswith("#")]
+    definition = [line for line in runs if line.startswith("PYTEST=(")]
+    runs = [line for line in runs if "pytest_no_skips.py" not in line]
+    assert definition == ["PYTEST=(python -m pytest -q -p no:cacheprovider -rs -p pytest_no_skips)"]
+    others = [line for line in runs if line not in definition]
+    assert others and all('"${PYTEST[@]}"' in line for line in others), others

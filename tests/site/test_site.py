@@ -210,8 +210,7 @@ def test_the_landing_animation_comes_from_the_shipped_model():
     recorded = re.search(r"sha256=([0-9a-f]{64})", header)
     assert recorded, "book/images/landing-animation.html lacks its header: write it with tools/landing_animation.py"
     shipped = ROOT / "kmt" / "pretrained" / "synthetic-faces-64.kmt"
-    if not shipped.exists():
-        pytest.skip("kmt ships no synthetic-faces-64.kmt yet")
+    assert shipped.exists(), f"{shipped} is missing: kmt ships its trained model there"
     assert recorded.group(1) == hashlib.sha256(shipped.read_bytes()).hexdigest(), (
         "the landing animation was made with another checkpoint: run python tools/landing_animation.py"
     )

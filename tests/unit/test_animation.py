@@ -137,13 +137,40 @@ def test_batched_animation_equals_the_generator_frame_by_frame(models):
         np.testing.assert_allclose(frames[t], np.clip(ops.convert_to_numpy(out["prediction"])[0], 0, 1), atol=2e-5)
 
 
-def test_relative_animation_of_the_source_by_itself_is_its_reconstruction(models):
-    """Driving with a still video whose first frame is the source moves nothing: every frame is equal."""
+def test_relative_animation_moves_the_source_by_the_driving_motion(models):
+    """Relative mode: the source's keypoints move by the driving keypoints' displacement from frame 0.
+
+    Frame t is the generator driven by ``kp_source + s (kp_t - kp_0)`` with Jacobians
+    ``J_t J_0^-1 J_source``, where ``s = sqrt(area(source hull) / area(frame-0 hull))``
+    (``adapt_movement_scale``). So frame 0 (and frame 2, the same picture again) is the source's
+    reconstruction whatever the driving frame looks like, and frame 1 moves. Every frame is checked
+    against the generator called directly.
+    """
     rng = np.random.default_rng(3)
-    source = rng.random((SIZE, SIZE, 3), dtype="float32")
-    frames = animation.Animator(models["kp_detector"], models["generator"], batch_size=4).animate(
-        source, np.repeat(source[None], 3, axis=0), relative=True, adapt_movement_scale=True)
-    np.testing.assert_allclose(frames[0], frames[2], atol=1e-6)
+    source, first, other = rng.random((3, SIZE, SIZE, 3), dtype="float32")
+    frames = animation.Animator(models["kp_detector"], models["generator"], batch_size=2).animate(
+        source, np.stack([first, other, first]), relative=True, adapt_movement_scale=True)
+    assert frames.shape == (3, SIZE, SIZE, 3)
+
+    def keypoints(image):
+        return {k: ops.convert_to_numpy(v) for k, v in models["kp_detector"](image[None], training=False).items()}
+
+    def generate(kp_driving, kp_source):
+        out = models["generator"](source[None], kp_driving=kp_driving, kp_source=kp_source, training=False)
+        return np.clip(ops.convert_to_numpy(out["prediction"])[0], 0, 1)
+
+    kp_source, kp_first, kp_other = keypoints(source), keypoints(first), keypoints(other)
+    scale = np.sqrt(animation.convex_hull_area(kp_source["value"][0]) / animation.convex_hull_area(kp_first["value"][0]))
+    assert abs(scale - 1) > 1e-3, "pick frames whose keypoint hulls differ, so the scale is exercised"
+    moved = {
+        "value": kp_source["value"] + scale * (kp_other["value"] - kp_first["value"]),
+        "jacobian": kp_other["jacobian"] @ np.linalg.inv(kp_first["jacobian"]) @ kp_source["jacobian"],
+    }
+    reconstruction = generate(kp_source, kp_source)
+    np.testing.assert_allclose(frames[0], reconstruction, atol=2e-5)
+    np.testing.assert_allclose(frames[2], reconstruction, atol=2e-5)
+    np.testing.assert_allclose(frames[1], generate(moved, kp_source), atol=2e-5)
+    assert np.abs(frames[1] - frames[0]).max() > 1e-3, "the second driving frame must move the source"
 
 
 def test_animate_reads_files_and_resizes(models, tmp_path, capsys):

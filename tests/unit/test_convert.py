@@ -173,7 +173,7 @@ def test_official_models_needs_the_two_main_networks(fomm_tiny):
 
 
 def test_official_checkpoint_files(fomm_tiny, tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     state_dicts = fixture_state_dicts(fomm_tiny)
     checkpoint = {name: {k: torch.tensor(v) for k, v in sd.items()} for name, sd in state_dicts.items()}
     checkpoint.update(epoch=99, optimizer_generator={"state": {}, "param_groups": [{"lr": 2e-4, "params": [0]}]})
@@ -278,7 +278,7 @@ def as_if_saved_from_a_gpu_by_pytorch_1_0(data):
 
 @pytest.fixture(scope="module")
 def official_files(fomm_tiny, tmp_path_factory):
-    torch = pytest.importorskip("torch")
+    import torch
     folder = tmp_path_factory.mktemp("official")
     content = official_checkpoint(torch, fixture_state_dicts(fomm_tiny), epoch=42)
     paths = {fmt: str(folder / f"{fmt.replace(' ', '-')}-cpk.pth.tar") for fmt in FORMATS}
@@ -404,7 +404,7 @@ def test_kmt_convert_without_pytorch_says_how_to_install_it(official_files, tmp_
 
 
 def test_files_that_are_not_official_checkpoints_are_named_in_clear_errors(official_files, tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     folder = tmp_path
 
     def error_of(path):

@@ -14,7 +14,7 @@ from kmt.discriminator import (
     SpectralConv2D,
 )
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - the test environment has PyTorch (requirements-dev.txt)
 F = torch.nn.functional
 
 

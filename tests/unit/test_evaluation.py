@@ -11,7 +11,6 @@ from keras import ops
 from kmt import evaluation
 from kmt.checkpoint import Checkpoint
 from kmt.data import read_video, write_dataset
-from kmt.evaluators import pretrained_path
 
 
 class StillKeypoints(keras.Model):
@@ -64,7 +63,6 @@ def test_reconstruction_resizes_to_the_model_size_and_back(dataset):
     assert resized["l1"] == pytest.approx(full["l1"], abs=0.02) and resized["l1"] > full["l1"]
 
 
-@pytest.mark.skipif(not os.path.exists(pretrained_path("faces", 64)), reason="faces evaluators not trained")
 def test_evaluate_a_copying_model_equals_the_copy_baseline(dataset):
     table = evaluation.evaluate(still_checkpoint(), dataset)
     model, copy, floor, identities = table["rows"]

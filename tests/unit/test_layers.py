@@ -21,7 +21,7 @@ from kmt.layers import (
     upsample_conv3x3,
 )
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - the test environment has PyTorch (requirements-dev.txt)
 F = torch.nn.functional
 
 

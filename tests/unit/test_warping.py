@@ -19,7 +19,7 @@ from kmt.warping import (
     upsample_nearest_2x,
 )
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402 - the test environment has PyTorch (requirements-dev.txt)
 F = torch.nn.functional
 
 COMBINATIONS = list(
