@@ -2,22 +2,30 @@
 
     python autograde.py SUBMISSION.ipynb [SUBMISSION.ipynb ...] [--csv grades.csv] [--json grades.json]
                         [--feedback DIR] [--jobs N] [--size smoke] [--source DIR] [--timeout SECONDS]
+                        [--exercise-timeout SECONDS]
 
 Each submission is a chapter of the student edition (``make student``) that a student completed.
 The grader finds the instructor version of the same chapter (``--source``; by default the
-``source/`` folder beside this script, else the book's ``book/`` folder), reads its grading
+``source/`` folder beside this script, else the book's ``book/`` folder) and reads its grading
 metadata (solution cells carry ``{"kmt": {"exercise", "checker", "function", "points"}}``) and its
-hidden-test cells (tagged ``hidden-tests``), then runs the submission in a fresh kernel: every cell
-of the student's notebook in order (a cell that raises is recorded and the run goes on), the hidden
-tests re-inserted after the exercise they test, and at the end one cell that calls the chapter's
-checker, ``kmt.check.<checker>``, on the function the *student* defined.
+hidden-test cells (tagged ``hidden-tests``).
+
+Before any student code runs, the grader computes in its own process every checker's cases, inputs
+and expected answers (``kmt.check.<checker>.exercise()``). Each submission then runs in a fresh
+kernel: the student's cells in order (a cell that raises is recorded and the run goes on), the
+hidden tests after the exercise they test, and per exercise one cell that calls the function the
+*student* defined on the stored inputs (through :mod:`kmt.check.guard`: the ``kmt`` functions the
+exercise re-implements are disabled meanwhile, and the exercise has ``--exercise-timeout`` seconds)
+and writes back what it returned, as data. The grader's process compares that with the expected
+answers: patching ``kmt`` or numpy in the notebook cannot change what a submission is graded against.
 
 An exercise scores ``points * passed / total`` (the checker's cases); zero when the function is
-missing, when the checker finds an exception in it, or when one of its hidden tests fails.
-Nothing the student wrote can stop the grader: errors, a cell that runs past ``--timeout``
-(interrupted) and a kernel that dies all end as lines of the report. The grader is not a sandbox:
-it runs the student's code with the rights of whoever runs it (as nbgrader does), so grade inside
-a container or a throw-away account if that matters.
+missing, calls (or is) the ``kmt`` function the exercise asks for, does not finish within
+``--exercise-timeout``, or when one of its hidden tests fails. Nothing the student wrote can stop
+the grader: errors, a cell that runs past ``--timeout`` (interrupted; a kernel that ignores the
+interrupt is restarted and the notebook run again without that cell) and a kernel that dies end as
+lines of the report. The grader is not a sandbox: it runs the student's code with the rights of
+whoever runs it (as nbgrader does); book/instructors.md says what it guards against and what not.
 
 Exit status: 0 when every submission was graded (whatever the scores), 1 when one could not be
 (unreadable file, unknown chapter), 2 for bad arguments.
@@ -28,18 +36,23 @@ import concurrent.futures
 import copy
 import csv
 import json
+import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 
 HIDDEN_TAG = "hidden-tests"
-RESULT_MIME = "application/vnd.kmt.grade+json"
 DEFAULT_TIMEOUT = 600
+DEFAULT_EXERCISE_TIMEOUT = 60
+GRACE = 15  # seconds a grading cell may take beyond its exercise's limit (loading, writing back)
+PROBE_TIMEOUT = 15  # seconds an idle kernel has to answer after an interrupted cell
 HERE = Path(__file__).resolve().parent
 
 EXERCISE_RE = re.compile(r"^(`{3,}|:{3,})\{exercise(?:-start)?\}[ \t]*(.*)$")
@@ -100,41 +113,8 @@ def grading_spec(notebook, name):
     return exercises, hidden
 
 
-GRADER_CELL = '''\
-def _kmt_grade(specs):
-    import importlib
-    import sys
-    from IPython import get_ipython
-    from IPython.display import display
-
-    namespace = get_ipython().user_ns
-    importlib.reload(importlib.import_module("kmt.check.core"))
-    results = []
-    for spec in specs:
-        result = dict(spec, passed=0, total=0, fraction=0.0, report="")
-        try:
-            import kmt.check
-            module = importlib.reload(sys.modules[getattr(kmt.check, spec["checker"]).__module__])
-            checker = getattr(module, spec["checker"])
-            function = namespace.get(spec["function"])
-            if not callable(function):
-                result["report"] = f"no function named {spec['function']} is defined in the notebook."
-            else:
-                report = checker(function)
-                result.update(passed=int(report.passed), total=int(report.total),
-                              fraction=float(report.score), report=str(report))
-        except BaseException as error:
-            result["report"] = f"the checker could not run: {type(error).__name__}: {error}"
-        results.append(result)
-    display({"%s": results}, raw=True)
-
-
-_kmt_grade(%s)
-'''
-
-
-def graded_notebook(submission, exercises, hidden):
-    """The notebook the grader runs: the student's cells, the hidden tests, the grading cell."""
+def graded_notebook(submission, hidden):
+    """The notebook the grader runs before the grading cells: the student's cells and the hidden tests."""
     notebook = copy.deepcopy(submission)
     cells = []
     for cell in notebook.cells:
@@ -150,14 +130,52 @@ def graded_notebook(submission, exercises, hidden):
             test = copy.deepcopy(test)
             test.outputs, test.execution_count = [], None
             cells.insert(position + offset, test)
-    specs = [{k: e[k] for k in ("exercise", "number", "checker", "function", "points")} for e in exercises]
-    grader = nbformat.v4.new_code_cell(GRADER_CELL % (RESULT_MIME, json.dumps(specs)))
-    grader.metadata["kmt"] = {"grader": True}
-    cells.append(grader)
     for index, cell in enumerate(cells):
         cell["id"] = f"g{index:03d}"
     notebook.cells = cells
     return notebook
+
+
+# ------------------------------------------------------------------- the grader's side: scores
+
+def score_submission(result, references, feedback_dir=None):
+    """Turn the kernel's raw results into scores and reports (in place); write the feedback notebook."""
+    from kmt.check.grading import judge_run
+
+    refs = references.get(result["chapter"], {})
+    for row in result["exercises"]:
+        run = result["runs"].get(row["exercise"], {"problem": result["problem"] or "the grading cell did not run."})
+        passed, total, report = judge_run(refs.get(row["exercise"], "no reference"), row["function"], run)
+        fraction = passed / total if total else 0.0
+        if row["exercise"] in result["failed_hidden"]:
+            fraction, report = 0.0, f"a hidden test failed ({result['failed_hidden'][row['exercise']]}). {report}"
+        row.update(score=round(row["points"] * fraction, 2), passed=passed, total=total, report=report)
+    notebook = result.pop("notebook", None)
+    if feedback_dir and notebook:
+        notebook = nbformat.reads(notebook, as_version=4)
+        lines = ["## Grades", ""] + [f"**Exercise {e['number']}** ({e['score']:g} / {e['points']:g}):\n\n```text\n"
+                                     f"{e['report']}\n```\n" for e in result["exercises"]]
+        notebook.cells.append(nbformat.v4.new_markdown_cell("\n".join(lines)))
+        Path(feedback_dir).mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, Path(feedback_dir) / Path(result["submission"]).name)
+    result.pop("runs")
+    result.pop("failed_hidden")
+    return result
+
+
+# ------------------------------------------------------------- the kernel's side: running cells
+
+GRADING_CELL = '''\
+def _kmt_grade(harness, inputs, exercise, function, result, seconds):
+    namespace = {"__name__": "_kmt_grading_harness"}
+    with open(harness) as handle:
+        exec(compile(handle.read(), harness, "exec"), namespace)
+    namespace["grade_in_kernel"](inputs, exercise, globals().get(function), result, seconds)
+
+
+_kmt_grade(%r, %r, %r, %r, %r, %r)
+del _kmt_grade
+'''
 
 
 def _error_text(cell):
@@ -167,28 +185,104 @@ def _error_text(cell):
     return None
 
 
-def execute(notebook, workdir, timeout):
-    """Run the notebook in a fresh kernel; return what stopped it early, or ``None``."""
+def _run_cells(notebook, cells, workdir, timeout, grading, done, skip):
+    """One kernel: run ``cells`` (indices into ``notebook``), skipping ``skip``; fill ``done`` with graded exercises.
+
+    ``grading`` maps a cell index to ``(label, result_path, seconds)``. Returns ``None`` when
+    every cell ran, else ``("stuck", index)`` or ``("dead", index, message)``.
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
 
-    client = NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=timeout,
-        interrupt_on_timeout=True,
-        allow_errors=True,
-        record_timing=False,
-        resources={"metadata": {"path": str(workdir)}},
-    )
-    try:
-        client.execute(stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    except DeadKernelError as error:
-        return f"the kernel died while running the notebook ({error})"
-    except Exception as error:  # noqa: BLE001 - anything else is reported, never raised
-        return f"the notebook could not be run: {type(error).__name__}: {error}"
+    def cell_timeout(cell):
+        return cell.metadata.get("kmt", {}).get("timeout", timeout)
+
+    client = NotebookClient(notebook, kernel_name="python3", timeout=timeout, timeout_func=cell_timeout,
+                            interrupt_on_timeout=True, allow_errors=True, record_timing=False,
+                            error_on_timeout={"ename": "TimeoutError", "evalue": "the cell ran too long and was "
+                                              "interrupted", "traceback": []},
+                            resources={"metadata": {"path": str(workdir)}})
+    probe = nbformat.v4.new_code_cell("1", metadata={"kmt": {"timeout": PROBE_TIMEOUT}})
+    with client.setup_kernel(stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL):
+        for index in cells:
+            if index in skip or grading.get(index, (None,))[0] in done:
+                continue
+            cell, started = notebook.cells[index], time.monotonic()
+            try:
+                client.execute_cell(cell, index)
+                if index in grading:
+                    label, path, seconds = grading[index]
+                    if Path(path).is_file():
+                        done[label] = {"text": Path(path).read_text()}
+                    elif time.monotonic() - started >= cell_timeout(cell):
+                        done[label] = {"text": json.dumps({"timed_out": seconds, "cases": []})}
+                    else:
+                        done[label] = {"problem": f"the grading cell failed ({_error_text(cell)})."}
+                if time.monotonic() - started >= cell_timeout(cell):
+                    probe.outputs, tried = [], time.monotonic()
+                    notebook.cells.append(probe)  # (nbclient writes the cell back at its index)
+                    try:
+                        client.execute_cell(probe, len(notebook.cells) - 1)
+                    finally:
+                        notebook.cells.pop()
+                    if time.monotonic() - tried >= PROBE_TIMEOUT:
+                        return ("stuck", index)
+            except DeadKernelError as error:
+                return ("dead", index, f"the kernel died ({error})")
     return None
 
+
+def run_submission(job):
+    """Run one submission in a kernel (restarted when it hangs or dies); return what each exercise sent back."""
+    started = time.monotonic()
+    notebook, workdir = nbformat.reads(job["notebook"], as_version=4), job["workdir"]
+    student_cells = list(range(len(notebook.cells)))
+    grading = {}
+    for spec in job["exercises"]:
+        path = Path(job["scratch"]) / f"{spec['exercise']}.json"
+        source = GRADING_CELL % (job["harness"], job["inputs"], spec["exercise"], spec["function"], str(path),
+                                 job["exercise_timeout"])
+        cell = nbformat.v4.new_code_cell(source, metadata={"kmt": {"grader": spec["exercise"],
+                                                                   "timeout": job["exercise_timeout"] + GRACE}})
+        cell["id"] = f"grade-{len(grading)}"
+        notebook.cells.append(cell)
+        grading[len(notebook.cells) - 1] = (spec["exercise"], path, job["exercise_timeout"])
+    done, skip, notes, first = {}, set(), [], None
+    for _ in range(len(notebook.cells) + 1):  # each new kernel skips one more cell
+        run = copy.deepcopy(notebook)
+        try:
+            stopped = _run_cells(run, student_cells + sorted(grading), workdir, job["timeout"], grading, done, skip)
+        except Exception as error:  # noqa: BLE001 - anything else is reported, never raised
+            stopped = ("broken", None, f"the notebook could not be run: {type(error).__name__}: {error}")
+        first = first or run
+        if stopped is None:
+            break
+        index = stopped[1]
+        if index in grading:
+            label, _, seconds = grading[index]
+            done.setdefault(label, {"text": json.dumps({"timed_out": seconds, "cases": []})} if stopped[0] == "stuck"
+                            else {"problem": f"{stopped[2]} while this exercise was graded."})
+            why = "it ignored the interrupt" if stopped[0] == "stuck" else stopped[2]
+            notes.append(f"the kernel was restarted after grading {label} ({why})")
+        elif stopped[0] == "stuck":
+            notes.append(f"cell {index} ran past {job['timeout']} s and ignored the interrupt; it was skipped "
+                         f"in a new kernel")
+            skip.add(index)
+        else:
+            notes.append(stopped[2])
+            if stopped[0] == "broken" or index is None:
+                break
+            skip.add(index)
+    failed_hidden = {}
+    for cell in first.cells:
+        label = cell.get("metadata", {}).get("kmt", {}).get("exercise")
+        if HIDDEN_TAG in cell.get("metadata", {}).get("tags", []) and _error_text(cell):
+            failed_hidden.setdefault(label, _error_text(cell))
+    return {"runs": done, "failed_hidden": failed_hidden, "problem": "; ".join(notes) or None,
+            "notebook": nbformat.writes(first), "seconds": round(time.monotonic() - started, 1)}
+
+
+# --------------------------------------------------------------------------------- submissions
 
 def find_source(submission, path, source_dir):
     """The instructor notebook a submission belongs to: by the student edition's metadata, else by file name."""
@@ -206,9 +300,8 @@ def find_source(submission, path, source_dir):
     )
 
 
-def grade(path, source_dir, timeout=DEFAULT_TIMEOUT, feedback_dir=None):
-    """Grade one submission; return a dict with the chapter, the exercises' scores and any problem."""
-    started = time.time()
+def read_submission(path, source_dir):
+    """``(result, notebook, hidden)``: the result skeleton of one submission, or one with its ``problem``."""
     result = {"submission": str(path), "chapter": None, "exercises": [], "problem": None}
     try:
         submission = nbformat.read(path, as_version=4)
@@ -217,44 +310,44 @@ def grade(path, source_dir, timeout=DEFAULT_TIMEOUT, feedback_dir=None):
         exercises, hidden = grading_spec(nbformat.read(source_path, as_version=4), source_path.name)
     except Exception as error:  # noqa: BLE001 - one bad file must not stop a batch
         result["problem"] = str(error) if isinstance(error, LookupError) else f"{type(error).__name__}: {error}"
-        result["seconds"] = round(time.time() - started, 1)
-        return result
-    notebook = graded_notebook(submission, exercises, hidden)
-    stopped = execute(notebook, Path(path).resolve().parent, timeout)
-    graded = {}
-    for cell in notebook.cells:
-        if cell.get("metadata", {}).get("kmt", {}).get("grader"):
-            for output in cell.get("outputs", []):
-                if RESULT_MIME in output.get("data", {}):
-                    graded = {r["exercise"]: r for r in output["data"][RESULT_MIME]}
-    failed_hidden = {}
-    for cell in notebook.cells:
-        label = cell.get("metadata", {}).get("kmt", {}).get("exercise")
-        if HIDDEN_TAG in cell.get("metadata", {}).get("tags", []) and _error_text(cell):
-            failed_hidden.setdefault(label, _error_text(cell))
-    for spec in exercises:
-        row = dict(graded.get(spec["exercise"], spec))
-        report = row.get("report") or (stopped or "the grading cell did not run.")
-        fraction = float(row.get("fraction", 0.0))
-        if spec["exercise"] in failed_hidden:
-            fraction, report = 0.0, f"a hidden test failed ({failed_hidden[spec['exercise']]}). {report}"
-        result["exercises"].append({
-            "exercise": spec["exercise"],
-            "number": spec["number"],
-            "function": spec["function"],
-            "points": spec["points"],
-            "score": round(spec["points"] * fraction, 2),
-            "passed": int(row.get("passed", 0)),
-            "total": int(row.get("total", 0)),
-            "report": report,
-        })
-    if stopped:
-        result["problem"] = stopped
-    if feedback_dir:
-        Path(feedback_dir).mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook, Path(feedback_dir) / Path(path).name)
-    result["seconds"] = round(time.time() - started, 1)
-    return result
+        return result, None, None
+    result["exercises"] = [dict(e, score=0.0, passed=0, total=0, report="") for e in exercises]
+    return result, graded_notebook(submission, hidden), hidden
+
+
+def grade_all(paths, source_dir, timeout=DEFAULT_TIMEOUT, exercise_timeout=DEFAULT_EXERCISE_TIMEOUT, jobs=1,
+              feedback_dir=None):
+    """Grade every submission; return their results (dicts with the chapter, the exercises' scores, any problem)."""
+    read = [read_submission(p, source_dir) for p in paths]
+    chapters = {r["chapter"]: r["exercises"] for r, notebook, _ in read if notebook is not None}
+    folder = Path(tempfile.mkdtemp(prefix="kmt-grading-"))
+    try:
+        from kmt.check import grading  # the expected answers: here, before any student code runs
+
+        references = {chapter: grading.prepare(exercises, folder / f"{chapter}.pkl")
+                      for chapter, exercises in chapters.items()}
+        harness = grading.copy_harness(folder)
+        work = []
+        for number, (result, notebook, _) in enumerate(read):
+            if notebook is None:
+                continue
+            scratch = folder / f"submission-{number}"
+            scratch.mkdir()
+            work.append((result, {
+                "notebook": nbformat.writes(notebook), "workdir": str(Path(result["submission"]).resolve().parent),
+                "exercises": result["exercises"], "harness": str(harness), "scratch": str(scratch),
+                "inputs": str(folder / f"{result['chapter']}.pkl"), "timeout": timeout,
+                "exercise_timeout": exercise_timeout,
+            }))
+        context = multiprocessing.get_context("spawn")  # workers that never imported the grader's kmt
+        with concurrent.futures.ProcessPoolExecutor(max(1, min(jobs, len(work) or 1)), mp_context=context) as pool:
+            futures = [(result, pool.submit(run_submission, job)) for result, job in work]
+            for result, future in futures:
+                result.update(future.result())
+                score_submission(result, references, feedback_dir)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [r for r, _, _ in read]
 
 
 def score(result):
@@ -291,6 +384,8 @@ def main(argv=None):
     parser.add_argument("--size", default="smoke", choices=["smoke", "laptop", "full"],
                         help="KMT_SIZE while grading (default smoke: the checkers do not depend on it)")
     parser.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT, help="seconds per cell (default 600)")
+    parser.add_argument("--exercise-timeout", type=int, default=DEFAULT_EXERCISE_TIMEOUT,
+                        help="seconds the student's function has for all the cases of one exercise (default 60)")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at the same time (default 1)")
     parser.add_argument("--json", type=Path, help="write every result, with the checkers' reports, to this file")
     parser.add_argument("--csv", type=Path, help="write one row per submission and exercise to this file")
@@ -303,15 +398,16 @@ def main(argv=None):
     missing = [str(p) for p in args.submissions if not p.is_file()]
     if missing:
         parser.error(f"no such submission: {', '.join(missing)}")
+    for flag, value in (("--timeout", args.timeout), ("--exercise-timeout", args.exercise_timeout), ("--jobs", args.jobs)):
+        if value < 1:
+            parser.error(f"{flag} must be a positive integer; got {value}")
     os.environ["KMT_SIZE"] = args.size
+    os.environ["KMT_CHECK_TIME_LIMIT"] = str(args.exercise_timeout)  # the checker calls in the student's cells too
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MPLBACKEND", "Agg")
 
-    jobs = max(1, min(args.jobs, len(args.submissions)))
-    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
-        futures = [pool.submit(grade, p, source_dir, args.timeout, args.feedback) for p in args.submissions]
-        results = [future.result() for future in futures]
+    results = grade_all(args.submissions, source_dir, args.timeout, args.exercise_timeout, args.jobs, args.feedback)
     for result in results:
         print(summary(result), flush=True)
 

@@ -9,7 +9,10 @@ The chapters are the instructor version. In the student edition (``DIR/release/`
   keeps its signature and docstring and its body raises
   ``NotImplementedError("exercise 1.2: write my_function (ex-label)")``; other solution code
   becomes one such ``raise`` (inside an indented block, the ``raise`` takes the block's place);
-  what follows ``### END SOLUTION`` (the call to the checker) stays;
+  what follows ``### END SOLUTION`` (the call to the checker) stays, without the ``assert`` with
+  which the instructor version makes its own solution pass (``report = kmt.check.X(f)``,
+  ``assert report, report``, ``report`` becomes ``kmt.check.X(f)``), so that an unfinished
+  function shows its report instead of stopping the notebook;
 * the solutions' text (everything between ``{solution-start}`` and ``{solution-end}``, or in a
   ``{solution}`` directive) is removed; where it held a written answer, a "YOUR ANSWER HERE"
   cell takes its place, and other code cells inside a solution are removed;
@@ -43,6 +46,9 @@ DIRECTIVE_RE = re.compile(r"^(`{3,}|:{3,})\{([\w-]+)\}[ \t]*(.*)$")
 ADMONITIONS = {"admonition", "note", "tip", "hint", "important", "warning", "caution", "attention",
                "danger", "error", "seealso"}
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
+CHECK_CALL = r"kmt\.check\.\w+\(\w+\)"
+ASSERTED_REPORT_RE = re.compile(rf"^(\w+) = ({CHECK_CALL})[ \t]*\nassert \1\b[^\n]*\n\1[ \t]*$", re.M)
+ASSERTED_CALL_RE = re.compile(rf"^assert ({CHECK_CALL})[^\n]*$", re.M)
 
 
 def chapters(root=ROOT):
@@ -141,6 +147,11 @@ def stub_source(source, number=None, label=None, graded=False):
         out += stub_region(lines[index + 1:end], match.group(1), number, label, graded)
         index = end + 1
     return "\n".join(out)
+
+
+def unasserted_checks(source):
+    """The checker calls of the instructor version without their ``assert``: the report alone."""
+    return ASSERTED_CALL_RE.sub(r"\1", ASSERTED_REPORT_RE.sub(r"\2", source))
 
 
 # ------------------------------------------------------------------------------- markdown
@@ -252,6 +263,7 @@ def student_notebook(notebook, name):
             label = meta.get("kmt", {}).get("exercise") or editor.solution or editor.last_label
             graded = "function" in meta.get("kmt", {})
             cell.source = stub_source(cell.source, numbers.get(label), label, graded)
+        cell.source = unasserted_checks(cell.source)
         cells.append(cell)
     student = copy.deepcopy(notebook)
     student.cells = cells

@@ -3,7 +3,7 @@
 import numpy as np
 
 from kmt import warping
-from kmt.check.core import as_array, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare_judge
 
 __all__ = ["affine_grid", "grid_sample_nearest", "identity_grid_unaligned"]
 
@@ -17,7 +17,8 @@ def _reference_affine_grid(theta, size):
     return np.einsum("hwk,bjk->bhwj", _homogeneous_grid(size), np.asarray(theta, "float64"))
 
 
-def affine_grid(candidate):
+@checker()
+def affine_grid():
     """Check ``candidate(theta, size)``: the sampling grid of affine maps.
 
     ``theta`` is ``(B, 2, 3)``; ``size`` is ``(h, w)``; the answer is the
@@ -38,7 +39,7 @@ def affine_grid(candidate):
         (lambda t, s: np.einsum("hwk,bkj->bhwj", _homogeneous_grid(s)[..., :2], np.asarray(t)[:, :, :2]) + np.asarray(t)[:, None, None, :, 2],
          "the 2 x 2 part of theta is applied transposed: use theta @ (x, y, 1), i.e. sum over the last axis of theta."),
     ]
-    return run_cases("affine_grid", candidate, cases, atol=1e-5, hints=hints)
+    return Exercise("affine_grid", cases, compare_judge(1e-5, hints))
 
 
 def _reference_sample(image, grid, mode, align_corners):
@@ -47,7 +48,8 @@ def _reference_sample(image, grid, mode, align_corners):
     ).astype("float64")
 
 
-def grid_sample_nearest(candidate):
+@checker("kmt.warping.grid_sample", "kmt.warping.grid_sample_keras", "kmt.sampling.sample_nearest")
+def grid_sample_nearest():
     """Check ``candidate(image, grid)``: nearest-neighbour sampling, zero padding, ``align_corners=True``.
 
     ``image`` is ``(B, H, W, C)``, ``grid`` ``(B, Ho, Wo, 2)`` of (x, y) in [-1, 1]
@@ -82,7 +84,7 @@ def grid_sample_nearest(candidate):
         (floor_variant, "round to the nearest pixel instead of flooring."),
         (clamp_variant, "points outside the image must read zeros, not the nearest edge pixel."),
     ]
-    return run_cases("grid_sample_nearest", candidate, cases, atol=1e-6, hints=hints)
+    return Exercise("grid_sample_nearest", cases, compare_judge(1e-6, hints))
 
 
 def _reference_identity_unaligned(h, w):
@@ -92,7 +94,8 @@ def _reference_identity_unaligned(h, w):
     return np.stack([xx, yy], axis=-1)
 
 
-def identity_grid_unaligned(candidate):
+@checker()
+def identity_grid_unaligned():
     """Check ``candidate(h, w)``: the ``(h, w, 2)`` grid that reproduces an image with ``align_corners=False``."""
     cases = [(f"size ({h}, {w})", (h, w), _reference_identity_unaligned(h, w)) for h, w in [(2, 2), (4, 6), (5, 3)]]
     hints = [
@@ -101,4 +104,4 @@ def identity_grid_unaligned(candidate):
         (lambda h, w: _reference_identity_unaligned(h, w)[..., ::-1],
          "the last axis must hold (x, y), not (y, x)."),
     ]
-    return run_cases("identity_grid_unaligned", candidate, cases, atol=1e-6, hints=hints)
+    return Exercise("identity_grid_unaligned", cases, compare_judge(1e-6, hints))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from kmt import keypoints, warping
-from kmt.check.core import as_array, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare_judge
 
 __all__ = ["soft_argmax", "kp2gaussian", "heatmap_size", "soft_argmax_gradient"]
 
@@ -25,7 +25,8 @@ def _expectation(heatmap, grid):
     return np.einsum("bhwk,hwc->bkc", np.asarray(heatmap, "float64"), grid)
 
 
-def soft_argmax(candidate):
+@checker("kmt.keypoints.soft_argmax")
+def soft_argmax():
     """Check ``candidate(heatmap)``: the expected (x, y) position under each map.
 
     ``heatmap`` is ``(B, h, w, K)``, each map a distribution over pixels; the
@@ -65,14 +66,15 @@ def soft_argmax(candidate):
          "that grid puts -1 and 1 on the outer edges of the image (align_corners=False); FOMM's grid puts "
          "them on the centres of the edge pixels (make_coordinate_grid)."),
     ]
-    return run_cases("soft_argmax", candidate, cases, atol=1e-5, hints=hints)
+    return Exercise("soft_argmax", cases, compare_judge(1e-5, hints))
 
 
 def _reference_gaussian(kp, size, variance):
     return as_array(keypoints.kp2gaussian(kp, size, variance)).astype("float64")
 
 
-def kp2gaussian(candidate):
+@checker("kmt.keypoints.kp2gaussian")
+def kp2gaussian():
     """Check ``candidate(kp, spatial_size, kp_variance)``: keypoints drawn as Gaussians.
 
     ``kp`` is ``(B, K, 2)`` holding (x, y) in [-1, 1], ``spatial_size`` is
@@ -97,7 +99,7 @@ def kp2gaussian(candidate):
         (lambda kp, s, v: (lambda g: g / g.sum(axis=(1, 2), keepdims=True))(_reference_gaussian(kp, s, v)),
          "the Gaussians are not normalised to sum to 1: their peak value is 1."),
     ]
-    return run_cases("kp2gaussian", candidate, cases, atol=1e-5, hints=hints)
+    return Exercise("kp2gaussian", cases, compare_judge(1e-5, hints))
 
 
 def _heatmap_size(frame_shape, scale_factor, pad):
@@ -105,7 +107,8 @@ def _heatmap_size(frame_shape, scale_factor, pad):
     return tuple(math.ceil(n / stride) + 2 * pad - 6 for n in frame_shape)
 
 
-def heatmap_size(candidate):
+@checker()
+def heatmap_size():
     """Check ``candidate(frame_shape, scale_factor, pad)``: the ``(h, w)`` of a KPDetector's heatmaps.
 
     ``frame_shape`` is the ``(H, W)`` of the input frames; the detector
@@ -129,10 +132,10 @@ def heatmap_size(candidate):
         (lambda f, s, p: _heatmap_size(f, 1, p), "the frames are first downsampled by scale_factor."),
     ]
 
-    def as_float(*args):
-        return np.asarray(candidate(*args), dtype="float64")
+    def as_float(got):
+        return np.asarray(got, dtype="float64")
 
-    return run_cases("heatmap_size", as_float, cases, atol=0, hints=hints)
+    return Exercise("heatmap_size", cases, compare_judge(0, hints, convert=as_float, what="a pair of numbers (h, w)"))
 
 
 def _reference_gradient(logits, temperature):
@@ -144,7 +147,8 @@ def _reference_gradient(logits, temperature):
     return p[..., None] * (z - mean) / temperature
 
 
-def soft_argmax_gradient(candidate):
+@checker()
+def soft_argmax_gradient():
     """Check ``candidate(logits, temperature)``: how the soft-argmax moves when one logit changes.
 
     ``logits`` is ``(h, w)``, one map; the keypoint is the soft-argmax of
@@ -164,4 +168,4 @@ def soft_argmax_gradient(candidate):
         (lambda l, t: _reference_gradient(l, t)[..., ::-1], "the last axis must hold (d x, d y), not (d y, d x)."),
         (lambda l, t: _reference_gradient(l, t) / t, "the factor 1 / T appears once, not twice."),
     ]
-    return run_cases("soft_argmax_gradient", candidate, cases, atol=1e-4, hints=hints)
+    return Exercise("soft_argmax_gradient", cases, compare_judge(1e-4, hints))

@@ -3,7 +3,7 @@
 import numpy as np
 
 from kmt import motion, warping
-from kmt.check.core import as_array, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare_judge
 
 __all__ = ["sparse_motion", "relative_jacobians", "grid_jacobian"]
 
@@ -28,7 +28,8 @@ def _inverse(matrix):
     return np.linalg.inv(np.asarray(matrix, "float64"))
 
 
-def sparse_motion(candidate):
+@checker("kmt.motion.sparse_motions", "kmt.motion.relative_jacobians", "kmt.motion.inverse_2x2")
+def sparse_motion():
     """Check ``candidate(spatial_size, p_driving, p_source, jacobian_driving, jacobian_source)``: Eq. (4).
 
     ``p_driving`` and ``p_source`` are ``(B, 2)`` keypoints (x, y),
@@ -59,10 +60,11 @@ def sparse_motion(candidate):
         (lambda s, pd, ps, jd, js: _one_keypoint_motion(s, pd, ps, np.broadcast_to(np.eye(2), np.shape(jd))),
          "that is the zero-order motion (a translation): multiply the offset z - p_driving by J_s J_d^-1."),
     ]
-    return run_cases("sparse_motion", candidate, cases, atol=1e-4, hints=hints)
+    return Exercise("sparse_motion", cases, compare_judge(1e-4, hints))
 
 
-def relative_jacobians(candidate):
+@checker("kmt.motion.relative_jacobians", "kmt.motion.inverse_2x2")
+def relative_jacobians():
     """Check ``candidate(jacobian_source, jacobian_driving)``: ``J_s J_d^-1`` for each keypoint.
 
     Both arguments are ``(B, K, 2, 2)``; so is the answer.
@@ -82,7 +84,7 @@ def relative_jacobians(candidate):
         (lambda js, jd: np.asarray(js, "float64") @ np.swapaxes(_inverse(jd), -1, -2),
          "the inverse is transposed: the adjugate of [[a, b], [c, d]] is [[d, -b], [-c, a]]."),
     ]
-    return run_cases("relative_jacobians", candidate, cases, atol=1e-4, hints=hints)
+    return Exercise("relative_jacobians", cases, compare_judge(1e-4, hints))
 
 
 def _grid_jacobian(grid, spacing=True):
@@ -104,7 +106,8 @@ def _swirl(size, strength, centre):
     return (rotated + np.asarray(centre))[None]
 
 
-def grid_jacobian(candidate):
+@checker()
+def grid_jacobian():
     """Check ``candidate(grid)``: the Jacobian of a sampling grid at every pixel, by finite differences.
 
     ``grid`` is ``(B, h, w, 2)``, a map ``T`` sampled on the coordinate grid
@@ -130,4 +133,4 @@ def grid_jacobian(candidate):
          "these are differences per pixel; divide by the pixel spacing in normalised units, 2 / (w - 1) along x "
          "and 2 / (h - 1) along y."),
     ]
-    return run_cases("grid_jacobian", candidate, cases, atol=1e-4, hints=hints)
+    return Exercise("grid_jacobian", cases, compare_judge(1e-4, hints))

@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from kmt import motion
-from kmt.check.core import as_array, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare_judge
 from kmt.compile import compile_function
 from kmt.dense_motion import DenseMotionNetwork
 
@@ -41,11 +41,6 @@ def _motion_case(rng, batch, size, num_kp, channels):
     return as_array(heatmaps), as_array(deformed), as_array(motions), as_array(inputs).astype("float64")
 
 
-def _copies(cases):
-    """The cases with fresh copies of their arguments, so that a function writing into them changes nothing."""
-    return [(label, tuple(np.array(a, copy=True) for a in args), expected) for label, args, expected in cases]
-
-
 @functools.lru_cache(maxsize=None)
 def _input_cases():
     rng = np.random.default_rng(4)
@@ -57,7 +52,8 @@ def _input_cases():
     return cases
 
 
-def dense_motion_inputs(candidate):
+@checker("kmt.dense_motion.DenseMotionNetwork.motion_inputs")
+def dense_motion_inputs():
     """Check ``candidate(heatmaps, deformed)``: the input of the dense motion network's hourglass.
 
     ``heatmaps`` is ``(B, h, w, K + 1)`` (slot 0 the background's zero map),
@@ -65,7 +61,7 @@ def dense_motion_inputs(candidate):
     answer is ``(B, h, w, (K + 1) * (C + 1))`` holding, for each slot ``k``,
     its heatmap then its ``C`` deformed channels: channel ``k * (C + 1) + c``.
     """
-    cases = _copies(_input_cases())
+    cases = list(_input_cases())  # the candidate gets copies of the arguments
 
     def per_slot(heatmaps, deformed):
         return np.moveaxis(np.asarray(deformed, "float64"), 1, 3)  # (B, h, w, K + 1, C)
@@ -96,7 +92,7 @@ def dense_motion_inputs(candidate):
         (without_background, "keep the background slot 0 (a zero heatmap and the undeformed source): "
                              "the network needs it to leave pixels where they are."),
     ]
-    return run_cases("dense_motion_inputs", candidate, cases, atol=1e-6, hints=hints)
+    return Exercise("dense_motion_inputs", cases, compare_judge(1e-6, hints))
 
 
 def _hard(mask, motions, slots=None):
@@ -122,7 +118,8 @@ def _hard_cases():
     return cases
 
 
-def hard_deformation(candidate):
+@checker()
+def hard_deformation():
     """Check ``candidate(mask, motions)``: the dense motion with each pixel given to one slot only.
 
     ``mask`` is ``(B, h, w, K + 1)`` (a softmax over the slots, slot 0 the
@@ -130,7 +127,7 @@ def hard_deformation(candidate):
     answer is ``(B, h, w, 2)``: at every pixel, the motion of the slot whose
     mask is largest there.
     """
-    cases = _copies(_hard_cases())
+    cases = list(_hard_cases())
 
     def without_background(mask, motions):
         return _hard(mask, motions, slots=slice(1, None))
@@ -144,4 +141,4 @@ def hard_deformation(candidate):
                              "mask is the background keeps the identity motion."),
         (lambda m, t: _hard(m, t)[..., ::-1], "the last axis must hold (x, y), as the motions do."),
     ]
-    return run_cases("hard_deformation", candidate, cases, atol=1e-6, hints=hints)
+    return Exercise("hard_deformation", cases, compare_judge(1e-6, hints))

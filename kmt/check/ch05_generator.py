@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from kmt import generator, warping
-from kmt.check.core import CheckReport, as_array, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare_judge
 from kmt.compile import compile_function
 
 __all__ = ["feature_warp", "encoder_shapes"]
@@ -62,7 +62,8 @@ def _warp_cases():
     return cases
 
 
-def feature_warp(candidate):
+@checker("kmt.generator.deform_input")
+def feature_warp():
     """Check ``candidate(features, deformation)``: warp a feature map by a dense motion of another size.
 
     ``features`` is ``(B, H, W, C)``, ``deformation`` ``(B, h, w, 2)`` of (x, y)
@@ -72,8 +73,7 @@ def feature_warp(candidate):
     defaults (bilinear, zero padding, ``align_corners=True``), like
     :func:`kmt.generator.deform_input`.
     """
-    cases = [(label, tuple(np.array(a, copy=True) for a in args), expected)
-             for label, args, expected in _warp_cases()]
+    cases = list(_warp_cases())  # the candidate gets copies of the arguments
 
     def resized(features, deformation):
         return as_array(_resize_like(features, deformation))
@@ -94,7 +94,7 @@ def feature_warp(candidate):
         (lambda f, d: _sample(f, d),
          "the warped features must have the features' size (H, W): resize the deformation to (H, W) first."),
     ]
-    return run_cases("feature_warp", candidate, cases, atol=1e-5, hints=hints)
+    return Exercise("feature_warp", cases, compare_judge(1e-5, hints))
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,7 +135,8 @@ def _as_shapes(value):
     return shapes
 
 
-def encoder_shapes(candidate):
+@checker()
+def encoder_shapes():
     """Check ``candidate(generator_params, num_channels, image_size)``: the encoder's output shapes.
 
     ``generator_params`` is a config's ``generator_params`` dict (the keys
@@ -144,7 +145,7 @@ def encoder_shapes(candidate):
     tuples, one after the first 7 x 7 block and one after each down block
     (the last is the shape the dense motion warps).
     """
-    cases = [
+    inputs = [
         ("synthetic-faces-64, 64 x 64", dict(block_expansion=32, max_features=256, num_down_blocks=2), 3, (64, 64)),
         ("vox-256, 256 x 256", dict(block_expansion=64, max_features=512, num_down_blocks=2), 3, (256, 256)),
         ("a capped config, 48 x 80", dict(block_expansion=16, max_features=32, num_down_blocks=3), 1, (48, 80)),
@@ -159,29 +160,22 @@ def encoder_shapes(candidate):
                                  "rounded down (h // 2)."),
         (dict(swap=True), "give each shape as (height, width, channels), NHWC order."),
     ]
-    report = CheckReport("encoder_shapes", total=len(cases))
-    for label, params, channels, size in cases:
-        expected = _encoder_shapes_kmt(tuple(sorted(params.items())), channels, size)
-        args = (dict(params, num_bottleneck_blocks=3), channels, size)
-        try:
-            got = candidate(*args)
-        except Exception as error:  # noqa: BLE001 - the reader's bug is reported, not raised
-            report.problems.append(f"{label}: your function raised {type(error).__name__}: {error}")
-            continue
+    cases = [(label, (dict(params, num_bottleneck_blocks=3), channels, size),
+              _encoder_shapes_kmt(tuple(sorted(params.items())), channels, size))
+             for label, params, channels, size in inputs]
+
+    def judge(args, expected, got):
         try:
             got = _as_shapes(got)
         except (TypeError, ValueError) as error:
-            report.problems.append(
-                f"{label}: expected a list of (height, width, channels) tuples, got {got!r} ({error})"
-            )
-            continue
+            return f"expected a list of (height, width, channels) tuples, got {got!r} ({error})"
         if got == expected:
-            report.passed += 1
-            continue
-        problem = f"{label}: expected {expected}, got {got}"
+            return None
+        params = {k: v for k, v in args[0].items() if k != "num_bottleneck_blocks"}
+        problem = f"expected {expected}, got {got}"
         for variant, advice in hints:
-            if got == _shapes_formula(params, channels, size, **variant) and got != expected:
-                problem += f". Hint: {advice}"
-                break
-        report.problems.append(problem)
-    return report
+            if got == _shapes_formula(params, args[1], args[2], **variant):
+                return f"{problem}. Hint: {advice}"
+        return problem
+
+    return Exercise("encoder_shapes", cases, judge)

@@ -1,21 +1,11 @@
 """Checkers for the exercises of chapter 6, "Training"."""
 
-import traceback
-
 import numpy as np
 
 from kmt import losses
-from kmt.check.core import CheckReport, as_array, compare, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare, compare_judge
 
 __all__ = ["lsgan_losses", "equivariance_value_loss", "tps_warp"]
-
-
-def _raised(description, error):
-    frame = traceback.extract_tb(error.__traceback__)[-1]
-    return (
-        f"{description}: your function raised {type(error).__name__}: {error} "
-        f"(line {frame.lineno}: `{(frame.line or '').strip()}`)"
-    )
 
 
 def _discriminator_maps(rng, batch, sides, with_features):
@@ -49,7 +39,8 @@ def _lsgan_variant(generator_term, discriminator_term, reduce_maps=np.mean, redu
     return variant
 
 
-def lsgan_losses(candidate):
+@checker("kmt.losses.generator_gan_loss", "kmt.losses.discriminator_gan_loss")
+def lsgan_losses():
     """Check ``candidate(real_maps, generated_maps) -> (generator_loss, discriminator_loss)``.
 
     Both arguments are the dicts a :class:`kmt.discriminator.MultiScaleDiscriminator`
@@ -82,25 +73,14 @@ def lsgan_losses(candidate):
         (_lsgan_variant(lambda f: np.abs(1 - f), lambda r, f: np.abs(1 - r) + np.abs(f)),
          "LSGAN squares the distances to the targets (least squares), it does not take absolute values."),
     ]
-    report = CheckReport("lsgan_losses", total=len(cases))
-    for description, args, expected in cases:
-        try:
-            got = candidate(*args)
-        except Exception as error:  # noqa: BLE001 - the reader's bug is reported, not raised
-            report.problems.append(_raised(description, error))
-            continue
+
+    def judge(args, expected, got):
         if not isinstance(got, (tuple, list)) or len(got) != 2:
-            report.problems.append(
-                f"{description}: return a pair (generator_loss, discriminator_loss); got {type(got).__name__}"
-                + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else "")
-            )
-            continue
+            return (f"return a pair (generator_loss, discriminator_loss); got {type(got).__name__}"
+                    + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
         expected = [np.asarray(value, "float64") for value in expected]
         if compare(expected[0], got[1], 1e-5) is None and compare(expected[1], got[0], 1e-5) is None:
-            report.problems.append(
-                f"{description}: the two losses are right but swapped: return (generator_loss, discriminator_loss)."
-            )
-            continue
+            return "the two losses are right but swapped: return (generator_loss, discriminator_loss)."
         issues = []
         for index, name in enumerate(("generator loss", "discriminator loss")):
             problem = compare(expected[index], got[index], 1e-5)
@@ -111,11 +91,9 @@ def lsgan_losses(candidate):
                     problem = f"{problem}. Hint: {advice}"
                     break
             issues.append(f"the {name}: {problem}")
-        if issues:
-            report.problems.append(f"{description}: " + "; ".join(issues))
-        else:
-            report.passed += 1
-    return report
+        return "; ".join(issues) or None
+
+    return Exercise("lsgan_losses", cases, judge)
 
 
 def _random_transform(rng, batch, sigma_affine, sigma_tps, points_tps=5):
@@ -135,7 +113,8 @@ def _warp(transform, points):
     return as_array(transform.warp_coordinates(points["value"])).astype("float64")
 
 
-def equivariance_value_loss(candidate):
+@checker("kmt.losses.equivariance_value_loss")
+def equivariance_value_loss():
     """Check ``candidate(kp_driving, kp_transformed, transform)``: the equivariance value loss.
 
     ``kp_driving`` and ``kp_transformed`` are keypoint dicts (``"value"`` ``(B, K, 2)``,
@@ -166,7 +145,7 @@ def equivariance_value_loss(candidate):
         (lambda d, t, tr: np.sum(np.abs(d["value"] - _warp(tr, t))),
          "take the mean over batch, keypoints and coordinates, not the sum."),
     ]
-    return run_cases("equivariance_value_loss", candidate, cases, atol=1e-5, hints=hints)
+    return Exercise("equivariance_value_loss", cases, compare_judge(1e-5, hints))
 
 
 def _reference_tps(coordinates, theta, control_points, control_params):
@@ -191,7 +170,8 @@ def _tps_variant(radius="l1", basis="r2logr", affine="right", axes="both"):
     return variant
 
 
-def tps_warp(candidate):
+@checker("kmt.losses.EquivarianceTransform.warp_coordinates")
+def tps_warp():
     """Check ``candidate(coordinates, theta, control_points, control_params)``: the equivariance warp.
 
     ``coordinates`` ``(B, N, 2)`` (x, y); ``theta`` ``(B, 2, 3)``; ``control_points``
@@ -225,12 +205,13 @@ def tps_warp(candidate):
          "the 2 x 2 part of theta is applied transposed: warped_i = sum_j theta[i, j] z_j + theta[i, 2]."),
         (_tps_variant(axes="x"), "the spline adds the same scalar to x and to y, not to x alone."),
     ]
-    report = run_cases("tps_warp", candidate, cases, atol=1e-5, hints=hints)
-    report.problems = [
-        problem + (
-            ". Hint: r^2 log(r) tends to 0 as r -> 0, but log(0) is -inf: compute log(r + 1e-6) as the reference does."
-            if "NaN or infinite" in problem else ""
-        )
-        for problem in report.problems
-    ]
-    return report
+    compare_one = compare_judge(1e-5, hints)
+
+    def judge(args, expected, got):
+        problem = compare_one(args, expected, got)
+        if problem and "NaN or infinite" in problem:
+            problem += (". Hint: r^2 log(r) tends to 0 as r -> 0, but log(0) is -inf: compute log(r + 1e-6) as the "
+                        "reference does.")
+        return problem
+
+    return Exercise("tps_warp", cases, judge)

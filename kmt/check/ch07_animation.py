@@ -3,16 +3,21 @@
 import numpy as np
 
 from kmt import animation, metrics
-from kmt.check.core import as_array, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare_judge
 
 __all__ = ["movement_scale", "relative_keypoints", "keypoint_metrics"]
+
+
+def _number(got):
+    return np.asarray(as_array(got), "float64").reshape(())
 
 
 def _keypoints(rng, *shape):
     return rng.uniform(-0.8, 0.8, shape + (2,)).astype("float32")
 
 
-def movement_scale(candidate):
+@checker("kmt.animation.normalize_kp")
+def movement_scale():
     """Check ``candidate(kp_source, kp_driving_initial)``: the adapt-movement-scale factor.
 
     Both are ``(K, 2)`` keypoints; the answer is ``sqrt(area_S / area_D)`` with the areas of
@@ -44,11 +49,11 @@ def movement_scale(candidate):
         (inverted, "the ratio is upside down: a smaller source must move less, so source area over driving area."),
         (bounding_box, "that is the bounding box; the reference uses the convex hull of the keypoints."),
     ]
-    return run_cases("movement_scale", lambda s, i: np.asarray(as_array(candidate(s, i)), "float64").reshape(()),
-                     cases, atol=1e-5, hints=hints)
+    return Exercise("movement_scale", cases, compare_judge(1e-5, hints, convert=_number, what="a number"))
 
 
-def relative_keypoints(candidate):
+@checker("kmt.animation.normalize_kp")
+def relative_keypoints():
     """Check ``candidate(kp_source, kp_driving, kp_initial)``: relative keypoint values.
 
     ``kp_source`` and ``kp_initial`` are ``(1, K, 2)``, ``kp_driving`` ``(T, K, 2)``; the
@@ -66,10 +71,11 @@ def relative_keypoints(candidate):
         (lambda s, d, i: s - (d - i), "the displacement is driving minus initial, added (not subtracted)."),
         (lambda s, d, i: d, "that is absolute mode: the driving keypoints themselves."),
     ]
-    return run_cases("relative_keypoints", candidate, cases, atol=1e-6, hints=hints)
+    return Exercise("relative_keypoints", cases, compare_judge(1e-6, hints))
 
 
-def keypoint_metrics(candidate):
+@checker("kmt.metrics.average_keypoint_distance", "kmt.metrics.missing_keypoint_rate", "kmt.metrics.keypoint_distances")
+def keypoint_metrics():
     """Check ``candidate(generated, target, generated_found, target_found, image_size)`` -> ``(akd, mkr)``.
 
     Keypoints ``(N, K, 2)`` in [-1, 1], found flags ``(N, K)`` booleans; AKD in pixels over
@@ -98,5 +104,7 @@ def keypoint_metrics(candidate):
         (all_counted, "AKD counts only keypoints found in both frames."),
         (normalised_units, "AKD is in pixels: scale x by (W - 1) / 2 and y by (H - 1) / 2 first."),
     ]
-    return run_cases("keypoint_metrics", lambda *a: np.asarray(as_array(candidate(*a)), "float64").reshape(2),
-                     cases, atol=1e-5, hints=hints)
+    def pair(got):
+        return np.asarray(as_array(got), "float64").reshape(2)
+
+    return Exercise("keypoint_metrics", cases, compare_judge(1e-5, hints, convert=pair, what="a pair (akd, mkr)"))

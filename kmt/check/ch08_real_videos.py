@@ -4,14 +4,19 @@ import math
 
 import numpy as np
 
-from kmt.check.core import CheckReport, as_array, run_cases
+from kmt.check.core import Exercise, as_array, checker, compare_judge
 from kmt.crop import clip_box
 from kmt.data.dataset import video_id
 
 __all__ = ["square_box", "pixels_to_normalized", "identity_split"]
 
 
-def square_box(candidate):
+def _floats(got):
+    return np.asarray(as_array(got), "float64")
+
+
+@checker("kmt.crop.clip_box")
+def square_box():
     """Check ``candidate(box, frame_shape, increase)``: a face box made square, grown and kept in the frame.
 
     ``box`` is ``(left, top, right, bottom)`` in pixels (right and bottom excluded),
@@ -54,7 +59,7 @@ def square_box(candidate):
          "the square must hold the whole box: take the longer of its width and height."),
         (not_square, "the box grew but is not square: both sides must be (1 + 2 * increase) * max(w, h)."),
     ]
-    return run_cases("square_box", lambda *a: np.asarray(as_array(candidate(*a)), "float64"), cases, atol=0.5, hints=hints)
+    return Exercise("square_box", cases, compare_judge(0.5, hints, convert=_floats, what="four numbers"))
 
 
 def _normalized(points, size):
@@ -63,7 +68,8 @@ def _normalized(points, size):
     return 2.0 * np.asarray(points, "float64") / np.array([width - 1, height - 1]) - 1.0
 
 
-def pixels_to_normalized(candidate):
+@checker()
+def pixels_to_normalized():
     """Check ``candidate(points, size)``: landmarks in pixels -> kmt's normalised coordinates.
 
     ``points`` is ``(..., 2)`` as (x, y) in pixels, 0 at the centre of the first pixel;
@@ -96,8 +102,7 @@ def pixels_to_normalized(candidate):
         (lambda p, s: 2.0 * np.asarray(p) / np.array([s[1] - 1, s[0] - 1]),
          "subtract 1 at the end: 0 pixels must map to -1."),
     ]
-    return run_cases("pixels_to_normalized", lambda p, s: np.asarray(as_array(candidate(p, s)), "float64"),
-                     cases, atol=1e-6, hints=hints)
+    return Exercise("pixels_to_normalized", cases, compare_judge(1e-6, hints, convert=_floats))
 
 
 def _expected_split(names, test_ids):
@@ -135,7 +140,8 @@ def _split_problem(got, expected, names, test_ids):
     return None
 
 
-def identity_split(candidate):
+@checker()
+def identity_split():
     """Check ``candidate(names, test_ids)`` -> ``{"train": [...], "test": [...]}``: a split by identity.
 
     Video names follow ``<id>#<clip>`` (the identity is the part before the first ``#``;
@@ -157,21 +163,16 @@ def identity_split(candidate):
                              "test": sorted(n for n in names if n.rsplit("#", 1)[0] in ids)},
          "the identity is the part before the FIRST '#' (split('#')[0]), not the last."),
     ]
-    report = CheckReport("identity_split", total=len(inputs))
-    for text, names, test_ids in inputs:
-        expected = _expected_split(names, test_ids)
-        try:
-            got = candidate(list(names), list(test_ids))
-        except Exception as error:  # noqa: BLE001 - the reader's bug is reported, not raised
-            report.problems.append(f"{text}: your function raised {type(error).__name__}: {error}")
-            continue
+    cases = [(text, (list(names), list(test_ids)), _expected_split(names, test_ids)) for text, names, test_ids in inputs]
+
+    def judge(args, expected, got):
+        names, test_ids = args
         problem = _split_problem(got, expected, names, test_ids)
         if problem is None:
-            report.passed += 1
-            continue
+            return None
         for variant, advice in variants:
             if _split_problem(got, variant(names, test_ids), names, test_ids) is None:
-                problem = f"{problem}. Hint: {advice}"
-                break
-        report.problems.append(f"{text}: {problem}")
-    return report
+                return f"{problem}. Hint: {advice}"
+        return problem
+
+    return Exercise("identity_split", cases, judge)

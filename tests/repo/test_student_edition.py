@@ -1,7 +1,8 @@
 """The classroom kit: the student edition (``make student``) and the autograder, in both directions.
 
 The instructor version of every chapter must score full marks, the untouched student edition
-zero, and the grader must report a score per exercise without crashing. The grader runs each
+zero, and the grader must report a score per exercise without crashing, nor be fooled by a
+submission that hands in kmt's own function, patches kmt, or never returns. The grader runs each
 notebook in a fresh kernel (about half a minute per chapter at the smoke size); all gradings
 of the module happen in one call of the grader, two at a time.
 """
@@ -150,6 +151,21 @@ def test_student_stubs_define_the_graded_functions_and_raise(path):
         assert f"kmt.check.{meta['checker']}({meta['function']})" in stub.source, "the checker call must stay"
 
 
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_instructor_checks_assert_their_solution_and_student_checks_only_report(path):
+    """nbval fails when a solution of the book fails its checker; a student's unfinished function must not stop the notebook."""
+    cells = {c["id"]: c for c in student(path).cells}
+    for cell in graded_cells(nbformat.read(path, as_version=4)):
+        meta = cell.metadata["kmt"]
+        call = f"kmt.check.{meta['checker']}({meta['function']})"
+        after = cell.source.rsplit("### END SOLUTION", 1)[1].strip()
+        assert after == f"report = {call}\nassert report, report  # the book's own solution passes its checker\nreport", after
+        stub = cells[cell["id"]].source
+        assert not re.search(r"^\s*assert\b", stub, re.M), stub
+        assert stub.rstrip().endswith(f"\n{call}"), stub
+    assert student_edition.unasserted_checks("assert kmt.check.f(g)  # passes\nx = 1") == "kmt.check.f(g)\nx = 1"
+
+
 def test_stubs_of_each_kind_of_solution():
     functions = '### BEGIN SOLUTION\nimport numpy as np\n\n\ndef f(x, *, k: int = 2):\n    """Doc."""\n    return x * k\n### END SOLUTION\nprint(f(1))'
     assert student_edition.stub_source(functions, "2.1", "ex-f") == (
@@ -244,6 +260,46 @@ def mini_chapter():
 
 
 CLASSROOM = ROOT / "_build" / "classroom-test"
+EXERCISE_TIMEOUT = 15
+
+# Submissions that try to score without writing the exercise, each beside an honest solution.
+# Chapter 2: kmt's function handed in under the student's name, a wrapper that calls it, a loop.
+CHEATS_02 = {
+    "ex-soft-argmax": "from kmt.keypoints import soft_argmax as my_soft_argmax\n\nkmt.check.soft_argmax(my_soft_argmax)",
+    "ex-kp2gaussian": (
+        "def my_kp2gaussian(kp, spatial_size, kp_variance):\n"
+        "    return kmt.keypoints.kp2gaussian(kp, spatial_size, kp_variance)\n\n"
+        "kmt.check.kp2gaussian(my_kp2gaussian)"
+    ),
+    "ex-temperature-gradient": (
+        "def my_soft_argmax_gradient(logits, temperature):\n    while True:\n        pass\n\n"
+        "kmt.check.soft_argmax_gradient(my_soft_argmax_gradient)"
+    ),
+}
+# Chapter 1: a loop that swallows every interruption (the kernel must be restarted), and a patch of
+# kmt that would make zeros the expected answer if the answers were computed in the student's kernel.
+CHEATS_01 = {
+    "ex-affine-grid": (
+        "def my_affine_grid(theta, size):\n    while True:\n        try:\n            while True:\n"
+        "                pass\n        except BaseException:\n            pass"
+    ),
+    "ex-nearest": (
+        "import kmt.warping\n\nkmt.warping.grid_sample_keras = lambda image, grid, **kwargs: np.zeros(\n"
+        "    grid.shape[:3] + image.shape[3:], 'float32')\n\n\n"
+        "def my_grid_sample_nearest(image, grid):\n    return np.zeros(grid.shape[:3] + image.shape[3:], 'float32')"
+    ),
+}
+
+
+def cheating_submission(release, path, cheats):
+    """The student edition of ``path`` with the ``cheats`` sources; every other graded exercise solved honestly."""
+    solutions = {c["id"]: solution_regions(c.source)[0] for c in graded_cells(nbformat.read(path, as_version=4))}
+    notebook = nbformat.read(release / path.name, as_version=4)
+    for cell in graded_cells(notebook):
+        meta = cell.metadata["kmt"]
+        honest = f"{solutions[cell['id']]}\nkmt.check.{meta['checker']}({meta['function']})"
+        cell.source = cheats.get(meta["exercise"], honest)
+    return notebook
 
 
 @pytest.fixture(scope="module")
@@ -267,13 +323,19 @@ def graded():
         if cell["id"] == "c008":  # and the second, but in float64, which its hidden test rejects
             cell.source = solutions["c008"].replace('.astype("float32")', "")
     submissions = out / "submissions"
-    submissions.mkdir()
+    (submissions / "cheats").mkdir(parents=True)
     nbformat.write(partial, submissions / "09_mini.ipynb")
-    runs = [str(p) for p in CHAPTERS] + [str(release / p.name) for p in CHAPTERS] + [str(submissions / "09_mini.ipynb")]
+    cheats = []
+    for name, sources in (("01_coordinates_and_warping", CHEATS_01), ("02_keypoints_as_heatmaps", CHEATS_02)):
+        cheats.append(submissions / "cheats" / f"{name}.ipynb")
+        nbformat.write(cheating_submission(release, ROOT / "book" / f"{name}.ipynb", sources), cheats[-1])
+    runs = [str(p) for p in cheats + CHAPTERS] + [str(release / p.name) for p in CHAPTERS]
+    runs.append(str(submissions / "09_mini.ipynb"))
     report = out / "grades.json"
     completed = subprocess.run(
         [sys.executable, str(autograder / "autograde.py"), *runs, "--jobs", "2", "--json", str(report),
-         "--csv", str(out / "grades.csv"), "--feedback", str(out / "feedback")],
+         "--csv", str(out / "grades.csv"), "--feedback", str(out / "feedback"),
+         "--exercise-timeout", str(EXERCISE_TIMEOUT)],
         capture_output=True, text=True, timeout=3000,
     )
     (out / "grades.txt").write_text(completed.stdout)
@@ -338,3 +400,36 @@ def test_a_submission_of_an_unknown_chapter_is_reported_not_graded(tmp_path):
 def test_make_student_writes_the_edition_and_the_grader():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^student:.*\n(\t.*\n)*\t.*tools/student_edition\.py", makefile, re.M)
+
+
+def cheat_result(graded, name):
+    result = graded["results"][str(graded["out"] / "submissions" / "cheats" / f"{name}.ipynb")]
+    return {e["exercise"]: e for e in result["exercises"]}, result
+
+
+def test_handing_in_kmts_own_function_scores_zero_and_says_why(graded):
+    scores, _ = cheat_result(graded, "02_keypoints_as_heatmaps")
+    alias, wrapper = scores["ex-soft-argmax"], scores["ex-kp2gaussian"]
+    assert alias["score"] == 0 and alias["passed"] == 0, alias
+    assert "your function is kmt.keypoints.soft_argmax, the function this exercise asks you to write" in alias["report"]
+    assert wrapper["score"] == 0 and wrapper["passed"] == 0, wrapper
+    assert "your function calls kmt.keypoints.kp2gaussian, the function this exercise asks you to write" in wrapper["report"]
+    assert scores["ex-heatmap-size"]["score"] == scores["ex-heatmap-size"]["points"]  # the honest one, same kernel
+
+
+def test_a_function_that_never_returns_scores_zero_and_the_others_are_graded(graded):
+    scores, _ = cheat_result(graded, "02_keypoints_as_heatmaps")
+    loop = scores["ex-temperature-gradient"]
+    assert loop["score"] == 0 and f"did not finish within {EXERCISE_TIMEOUT} s" in loop["report"], loop
+    scores, result = cheat_result(graded, "01_coordinates_and_warping")
+    stubborn = scores["ex-affine-grid"]  # it swallows the interrupts: the kernel is restarted
+    assert stubborn["score"] == 0 and f"did not finish within {EXERCISE_TIMEOUT} s" in stubborn["report"], stubborn
+    honest = scores["ex-identity-unaligned"]
+    assert honest["score"] == honest["points"] and honest["passed"] == honest["total"] > 0, result
+
+
+def test_patching_kmt_in_the_notebook_does_not_change_the_expected_answers(graded):
+    scores, _ = cheat_result(graded, "01_coordinates_and_warping")
+    patched = scores["ex-nearest"]
+    assert patched["score"] == 0 and patched["passed"] == 0, patched
+    assert "largest error" in patched["report"], patched

@@ -11,6 +11,11 @@ from kmt import check, keypoints
 from kmt.check.ch02_keypoints import _reference_gradient
 
 
+def unguarded(checker, candidate):
+    """Run a checker without disabling the kmt functions its exercise re-implements: kmt itself is the right answer."""
+    return check.check_candidate(checker.exercise(), candidate)
+
+
 def numpy_grid(h, w):
     x = 2 * np.arange(w) / (w - 1) - 1
     y = 2 * np.arange(h) / (h - 1) - 1
@@ -29,7 +34,7 @@ def right_kp2gaussian(kp, spatial_size, kp_variance):
 
 
 def test_soft_argmax_accepts_kmt_and_a_numpy_version():
-    assert check.soft_argmax(keypoints.soft_argmax)
+    assert unguarded(check.soft_argmax, keypoints.soft_argmax)
     report = check.soft_argmax(right_soft_argmax)
     assert report and str(report) == "soft_argmax: all 4 cases pass."
 
@@ -39,7 +44,7 @@ def test_soft_argmax_hints_at_swapped_axes_pixel_units_and_a_second_softmax():
     assert not report and "must hold (x, y), not (y, x)" in str(report)
     report = check.soft_argmax(lambda m: (right_soft_argmax(m) + 1) / 2 * (np.array(m.shape[2:0:-1]) - 1))
     assert "pixel units" in str(report)
-    report = check.soft_argmax(lambda m: keypoints.soft_argmax(keypoints.spatial_softmax(m)))
+    report = unguarded(check.soft_argmax, lambda m: keypoints.soft_argmax(keypoints.spatial_softmax(m)))
     assert "do not apply a softmax again" in str(report)
 
 
@@ -51,7 +56,7 @@ def test_soft_argmax_reports_shapes_and_exceptions():
 
 
 def test_kp2gaussian_accepts_right_answers_and_explains_wrong_variances():
-    assert check.kp2gaussian(keypoints.kp2gaussian)
+    assert unguarded(check.kp2gaussian, keypoints.kp2gaussian)
     assert check.kp2gaussian(right_kp2gaussian)
     report = check.kp2gaussian(lambda kp, s, v: right_kp2gaussian(kp, s, v / 2))
     assert not report and "the factor 2 is missing" in str(report)

@@ -5,6 +5,11 @@ import numpy as np
 from kmt import check, motion
 
 
+def unguarded(checker, candidate):
+    """Run a checker without disabling the kmt functions its exercise re-implements: kmt itself is the right answer."""
+    return check.check_candidate(checker.exercise(), candidate)
+
+
 def numpy_grid(h, w):
     x = 2 * np.arange(w) / (w - 1) - 1
     y = 2 * np.arange(h) / (h - 1) - 1
@@ -27,7 +32,7 @@ def test_sparse_motion_accepts_a_right_answer_and_kmt():
         )
         return grids[:, 1]
 
-    assert check.sparse_motion(through_kmt)
+    assert unguarded(check.sparse_motion, through_kmt)
 
 
 def test_sparse_motion_explains_common_mistakes():
@@ -50,7 +55,7 @@ def test_sparse_motion_reports_exceptions_and_shapes():
 
 def test_relative_jacobians():
     assert check.relative_jacobians(lambda js, jd: js @ np.linalg.inv(jd))
-    assert check.relative_jacobians(lambda js, jd: motion.relative_jacobians({"jacobian": js}, {"jacobian": jd}))
+    assert unguarded(check.relative_jacobians, lambda js, jd: motion.relative_jacobians({"jacobian": js}, {"jacobian": jd}))
     report = check.relative_jacobians(lambda js, jd: np.linalg.inv(jd) @ js)
     assert not report and "wrong order" in str(report)
     report = check.relative_jacobians(lambda js, jd: js @ jd)

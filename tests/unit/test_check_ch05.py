@@ -9,6 +9,11 @@ from kmt.generator import deform_input
 from kmt.warping import grid_sample, resize_bilinear
 
 
+def unguarded(checker, candidate):
+    """Run a checker without disabling the kmt functions its exercise re-implements: kmt itself is the right answer."""
+    return check.check_candidate(checker.exercise(), candidate)
+
+
 def right_shapes(params, num_channels, image_size):
     (h, w), expansion = image_size, params["block_expansion"]
     shapes = [(h, w, expansion)]
@@ -19,9 +24,9 @@ def right_shapes(params, num_channels, image_size):
 
 
 def test_feature_warp_accepts_deform_input_and_explains_mistakes():
-    report = check.feature_warp(compiled(deform_input))
+    report = unguarded(check.feature_warp, compiled(deform_input))
     assert report and str(report) == "feature_warp: all 4 cases pass."
-    report = check.feature_warp(compiled(lambda f, d: deform_input(f, d, align_corners=False)))
+    report = unguarded(check.feature_warp, compiled(lambda f, d: deform_input(f, d, align_corners=False)))
     assert not report and "align_corners=True" in str(report)
     report = check.feature_warp(compiled(lambda f, d: grid_sample(f, d)))
     assert report.passed == 1 and "resize the deformation to (H, W) first" in str(report)

@@ -5,6 +5,11 @@ import numpy as np
 from kmt import animation, check, metrics
 
 
+def unguarded(checker, candidate):
+    """Run a checker without disabling the kmt functions its exercise re-implements: kmt itself is the right answer."""
+    return check.check_candidate(checker.exercise(), candidate)
+
+
 def test_movement_scale():
     def right(source, initial):
         return np.sqrt(animation.convex_hull_area(source) / animation.convex_hull_area(initial))
@@ -27,7 +32,7 @@ def test_keypoint_metrics():
     def right(g, t, fg, ft, size):
         return (metrics.average_keypoint_distance(g, t, size, fg, ft), metrics.missing_keypoint_rate(fg, ft))
 
-    assert check.keypoint_metrics(right)
-    report = check.keypoint_metrics(lambda g, t, fg, ft, size: (metrics.average_keypoint_distance(g, t, size),
+    assert unguarded(check.keypoint_metrics, right)
+    report = unguarded(check.keypoint_metrics, lambda g, t, fg, ft, size: (metrics.average_keypoint_distance(g, t, size),
                                                                 metrics.missing_keypoint_rate(fg, ft)))
     assert not report and "found in both frames" in str(report)

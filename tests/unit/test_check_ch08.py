@@ -8,6 +8,11 @@ from kmt import check, crop
 from kmt.data.dataset import video_id
 
 
+def unguarded(checker, candidate):
+    """Run a checker without disabling the kmt functions its exercise re-implements: kmt itself is the right answer."""
+    return check.check_candidate(checker.exercise(), candidate)
+
+
 
 def right_square_box(box, frame_shape, increase):
     left, top, right, bottom = box
@@ -20,7 +25,7 @@ def right_square_box(box, frame_shape, increase):
 def test_square_box_accepts_a_right_answer_and_kmt_itself():
     report = check.square_box(right_square_box)
     assert report and str(report) == "square_box: all 6 cases pass."
-    assert check.square_box(lambda box, shape, increase: crop.clip_box([box], shape, increase))
+    assert unguarded(check.square_box, lambda box, shape, increase: crop.clip_box([box], shape, increase))
 
 
 def test_square_box_explains_an_unshifted_box_a_single_increase_and_a_box_that_is_not_square():
