@@ -6,14 +6,19 @@ scalar and is returned **unweighted**; :func:`weighted_losses` applies the
 ``loss_weights`` of a training config the way the reference does.
 """
 
-import os
-import warnings
-
-import keras
 import numpy as np
 from keras import ops
 
 from kmt import warping
+# The perceptual network lives in kmt.vgg; these names stay importable from here.
+from kmt.vgg import (  # noqa: F401
+    CAFFE_BGR_MEAN,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VGG19_LAYERS,
+    VGG19Features,
+    vgg19_weights_path,
+)
 
 __all__ = [
     "EquivarianceTransform",
@@ -155,109 +160,6 @@ def equivariance_jacobian_loss(kp_driving, kp_transformed, transform):
     moved = ops.matmul(transform.jacobian(kp_transformed["value"]), kp_transformed["jacobian"])
     product = ops.matmul(_inverse_2x2(kp_driving["jacobian"]), moved)
     return ops.mean(ops.abs(ops.eye(2, dtype=product.dtype) - product))
-
-
-VGG19_WEIGHTS_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-VGG19_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-
-
-def vgg19_weights_path():
-    """Where Keras keeps the ImageNet VGG19 weights: ``$KERAS_HOME/models`` (``~/.keras/models``)."""
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(home, "models", VGG19_WEIGHTS_FILE)
-
-
-@keras.saving.register_keras_serializable(package="kmt")
-class VGG19Features(keras.Model):
-    """VGG19 activations relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 of NHWC images in [0, 1].
-
-    ``weights`` chooses the features:
-
-    * ``"imagenet"``: the ImageNet weights of ``keras.applications.VGG19``, read from
-      ``weights_path`` or the Keras cache (:func:`vgg19_weights_path`). When the file
-      is missing this **does not download**: it warns and falls back to random
-      features, unless ``download=True`` lets Keras fetch the file.
-    * ``"random"``: seeded random features, on purpose (no warning).
-    * a path to a ``.h5``/``.weights.h5`` file of the notop VGG19.
-
-    Inputs are converted the way the Keras ImageNet weights expect (RGB -> BGR,
-    x 255, minus the ImageNet mean). The reference uses torchvision's VGG19 with
-    its own normalisation: both are ImageNet VGG19 features, not the same numbers.
-    ``self.pretrained`` says whether trained weights were loaded. ``num_layers``
-    (1 to 5) stops the network after relu``num_layers``_1: a loss that weights
-    the deeper layers by zero need not compute them.
-    """
-
-    def __init__(self, weights="imagenet", weights_path=None, download=False, seed=0, num_layers=5, **kwargs):
-        super().__init__(**kwargs)
-        if not 1 <= int(num_layers) <= len(VGG19_LAYERS):
-            raise ValueError(f"`num_layers` must be between 1 and {len(VGG19_LAYERS)}; got {num_layers!r}.")
-        self.weights_choice = weights
-        self.weights_path = weights_path
-        self.download = bool(download)
-        self.seed = int(seed)
-        self.num_layers = int(num_layers)
-        self.pretrained = False
-        base = keras.applications.VGG19(include_top=False, weights=None, input_shape=(None, None, 3))
-        outputs = [base.get_layer(n).output for n in VGG19_LAYERS[: self.num_layers]]
-        self.features = keras.Model(base.input, outputs, name="vgg19_relu_x_1")
-        self._randomize(base)
-        self._load(base)
-        self.features.trainable = False
-
-    def _randomize(self, base):
-        """Glorot-uniform kernels and zero biases drawn from ``seed``: random features, reproducibly."""
-        rng = np.random.default_rng(self.seed)
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.Conv2D):
-                kernel, bias = layer.get_weights()
-                receptive = kernel.shape[0] * kernel.shape[1]
-                fan_in, fan_out = receptive * kernel.shape[2], receptive * kernel.shape[3]
-                limit = np.sqrt(6.0 / (fan_in + fan_out))
-                layer.set_weights([rng.uniform(-limit, limit, kernel.shape).astype("float32"), np.zeros_like(bias)])
-
-    def _load(self, base):
-        choice = self.weights_choice
-        if choice == "random":
-            return
-        if choice not in ("imagenet",):
-            path = choice
-        else:
-            path = self.weights_path or vgg19_weights_path()
-        if os.path.exists(path):
-            base.load_weights(path)
-            self.pretrained = True
-            return
-        if choice == "imagenet" and self.download:
-            downloaded = keras.applications.VGG19(include_top=False, weights="imagenet")
-            base.set_weights(downloaded.get_weights())
-            self.pretrained = True
-            return
-        if choice != "imagenet":
-            raise ValueError(f"`weights` names a file that does not exist: {path!r}.")
-        warnings.warn(
-            f"VGG19 ImageNet weights not found at {path}: the perceptual loss uses RANDOM VGG19 "
-            "features. Pass VGG19Features(download=True) (or run `kmt.losses.VGG19Features("
-            "download=True)` once with network access) to fetch them into the Keras cache, or "
-            "weights_path=... to use a local copy.",
-            stacklevel=3,
-        )
-
-    def call(self, images):
-        bgr = ops.flip(images, axis=-1) * 255.0 - ops.convert_to_tensor(CAFFE_BGR_MEAN, images.dtype)
-        features = self.features(bgr)
-        return list(features) if isinstance(features, (list, tuple)) else [features]
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "weights": self.weights_choice,
-            "weights_path": self.weights_path,
-            "download": False,
-            "seed": self.seed,
-            "num_layers": self.num_layers,
-        }
 
 
 def vgg_layers_needed(layer_weights):

@@ -164,3 +164,26 @@ def _jitted_stateless_call(model, static):
         return model.stateless_call(trainable, non_trainable, *args, **kwargs, **static)
 
     return jax.jit(fn)
+
+
+def official_gradients(model, optimizer):
+    """The gradients of one optimizer step of ``model``, in the official layouts and key names.
+
+    Read from the optimizer's first moments: after one Adam step from zero moments
+    ``m = (1 - beta_1) * g`` (``optimizer`` is a :class:`kmt.optimizers.TorchAdam`).
+    """
+    from kmt.convert import _entries
+
+    grads = {}
+    for entry in _entries(model):
+        if entry.layout in ("buffer", "counter") or not entry.variable.trainable:
+            continue
+        first, _ = optimizer.moments(entry.variable)
+        grads[entry.key] = entry.to_official(to_numpy(first) / (1.0 - float(optimizer.beta_1)))
+    return grads
+
+
+def unpack_mask(packed, shape):
+    """A boolean array of ``shape`` stored with ``np.packbits`` (the fixtures' ``determined/`` keys)."""
+    size = int(np.prod(shape))
+    return np.unpackbits(np.asarray(packed, "uint8"), count=size).astype(bool).reshape(shape)
