@@ -13,18 +13,29 @@ A checkpoint is a single ``.kmt`` file, a zip archive holding
     ``discriminator``;
 ``training.json`` and ``optimizers.npz`` (training checkpoints only)
     the epoch and step, the random-number generator states, the loss log, and
-    every optimizer variable, so that training resumes exactly where it stopped.
+    every optimizer variable (``<optimizer>/<index>``, in the order of
+    ``optimizer.variables``), so that training resumes exactly where it stopped.
 
 The trainer writes it, ``kmt convert`` writes it from an official ``.pth.tar``,
 and ``kmt animate`` and :func:`load` read it: any checkpoint animates without
-extra flags. Files are written to a temporary name and renamed into place, so a
-checkpoint on disk is always complete.
+extra flags. Files are written to a temporary name beside the target
+(``.partial-*.kmt``) and renamed into place with :func:`os.replace`, so a checkpoint
+on disk is always complete: a process killed while writing leaves at most such a
+temporary file, which kmt never reads and :func:`remove_partial_files` deletes
+(the trainer does so in its log folder when it starts).
+
+Reading checks everything it relies on and raises :class:`ValueError` (or
+:class:`FileNotFoundError`) naming the file, what was expected and what was found.
 """
 
+import glob
 import io
 import json
 import os
+import shutil
 import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import keras
@@ -35,11 +46,13 @@ from kmt import __version__
 from kmt.archive import open_archive, read_description, write_archive
 from kmt.config import build_models, load_config
 
-__all__ = ["FORMAT", "VERSION", "Checkpoint", "save", "load", "read_metadata"]
+__all__ = ["FORMAT", "VERSION", "Checkpoint", "save", "load", "read_metadata", "read_training", "remove_partial_files"]
 
 FORMAT = "kmt-checkpoint"
 VERSION = 1
 NETWORKS = ("kp_detector", "generator", "discriminator")
+PARTIAL_PATTERN = ".partial-*.kmt"
+"""The temporary names :func:`kmt.archive.write_archive` writes a ``.kmt`` file under before renaming it."""
 
 
 @dataclass
@@ -141,23 +154,122 @@ def save(path, config, models, align_corners=True, image_size=None, training=Non
     return path
 
 
+def remove_partial_files(folder):
+    """Delete the temporary files a killed checkpoint write left in ``folder``; returns their paths.
+
+    Only call it on a folder no other process is writing a checkpoint into at the same time.
+    """
+    paths = sorted(glob.glob(os.path.join(glob.escape(os.fspath(folder)), PARTIAL_PATTERN)))
+    for path in paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+    return paths
+
+
 def _open(path):
-    return open_archive(path, "kmt-checkpoint.json", "kmt checkpoint (a .kmt zip archive)",
-                        hint="An official FOMM checkpoint (.pth.tar) must be converted first: "
-                             "`kmt convert CHECKPOINT.pth.tar --config CONFIG --out MODEL.kmt`.")
+    if os.fspath(path).endswith(".kmt"):
+        hint = ("It may be incomplete or damaged: a .kmt file is a zip archive (kmt writes one in full, then "
+                "renames it).")
+    else:
+        hint = ("An official FOMM checkpoint (.pth.tar) must be converted first: "
+                "`kmt convert CHECKPOINT.pth.tar --config CONFIG --out MODEL.kmt`.")
+    return open_archive(path, "kmt-checkpoint.json", "kmt checkpoint (a .kmt zip archive)", hint=hint)
+
+
+def _member(archive, path, name):
+    """The bytes of member ``name``, with an error naming the file if the archive is damaged."""
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        raise ValueError(f"{path!r}: its member {name} cannot be read ({error}); the file is damaged.") from error
+
+
+def _load_member_weights(archive, path, name, model):
+    """Load the member ``<name>.weights.h5`` into ``model``, streamed through a temporary file.
+
+    Streaming keeps the network's weights out of memory as one whole ``bytes`` object, which
+    lowers the peak memory of loading a large model by about the size of its weights.
+    """
+    member = f"{name}.weights.h5"
+    with tempfile.TemporaryDirectory() as folder:
+        temporary = os.path.join(folder, "model.weights.h5")
+        try:
+            with archive.open(member) as source, open(temporary, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+            raise ValueError(f"{path!r}: its member {member} cannot be read ({error}); the file is damaged.") from error
+        try:
+            model.load_weights(temporary)
+        except ValueError as error:
+            raise ValueError(f"{path!r}: {member} does not fit the {name} its config.yaml builds ({error}); "
+                             "the file is damaged or was edited.") from error
+
+
+def _json_member(archive, path, name):
+    try:
+        value = json.loads(_member(archive, path, name))
+    except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{path!r}: {name} is not valid JSON ({error}); the file is damaged.") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{path!r}: {name} must hold a JSON object, found {type(value).__name__}; the file is "
+                         "damaged.")
+    return value
 
 
 def read_metadata(path):
     """The checkpoint's metadata and config, without building any model."""
     with _open(path) as archive:
+        _json_member(archive, path, "kmt-checkpoint.json")
         metadata = read_description(archive, path, "kmt-checkpoint.json", FORMAT, VERSION)
         if "config.yaml" not in archive.namelist():
             raise ValueError(f"{path!r} is a kmt checkpoint without its config (no config.yaml inside).")
-        config = yaml.safe_load(archive.read("config.yaml"))
+        try:
+            config = yaml.safe_load(_member(archive, path, "config.yaml"))
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path!r}: config.yaml is not valid YAML ({error}); the file is damaged.") from error
+    if not isinstance(config, dict) or "model_params" not in config:
+        found = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path!r}: config.yaml must be a config with model_params; found {found}.")
     missing = [key for key in ("networks", "align_corners") if key not in metadata]
     if missing:
         raise ValueError(f"{path!r}: kmt-checkpoint.json lacks {missing}; the file is damaged or was not written by kmt.")
+    networks = metadata["networks"]
+    if not isinstance(networks, list) or not networks or not set(networks) <= set(NETWORKS):
+        raise ValueError(f"{path!r}: kmt-checkpoint.json lists networks {networks!r}; expected a non-empty list of "
+                         f"some of {list(NETWORKS)}.")
     return metadata, config
+
+
+def read_training(path):
+    """A training checkpoint's ``training.json`` (epoch, step, seed, log), or ``None`` for a weights-only one."""
+    read_metadata(path)
+    with _open(path) as archive:
+        if "training.json" not in archive.namelist():
+            return None
+        return _json_member(archive, path, "training.json")
+
+
+def _optimizer_values(path, data):
+    """``{optimizer: [array, ...]}`` from the bytes of ``optimizers.npz``, in variable order."""
+    try:
+        arrays = np.load(io.BytesIO(data))
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path!r}: optimizers.npz cannot be read ({error}); the file is damaged.") from error
+    values = {}
+    with arrays:
+        for key in arrays.files:
+            optimizer, _, index = key.partition("/")
+            if not optimizer or not index.isdigit():
+                raise ValueError(f"{path!r}: optimizers.npz holds {key!r}; expected names such as "
+                                 "'generator/0003' (optimizer/variable index).")
+            values.setdefault(optimizer, {})[int(index)] = arrays[key]
+    for optimizer, by_index in values.items():
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"{path!r}: optimizers.npz holds variables {sorted(by_index)} of {optimizer!r}; expected "
+                             f"0 to {len(by_index) - 1} without a gap. The file is damaged.")
+    return {name: [by_index[i] for i in range(len(by_index))] for name, by_index in values.items()}
 
 
 def load(checkpoint=None, networks=None, config=None, align_corners=True):
@@ -203,19 +315,19 @@ def load(checkpoint=None, networks=None, config=None, align_corners=True):
     models = build_models(config, align_corners=metadata["align_corners"], networks=networks)
     training, optimizer_values = None, {}
     with _open(path) as archive:
-        for name in networks:
-            if f"{name}.weights.h5" not in archive.namelist():
-                raise ValueError(f"{path!r} lists the network {name!r} but holds no {name}.weights.h5; the file is "
-                                 "damaged.")
-            weights_from_bytes(models[name], archive.read(f"{name}.weights.h5"))
         names = archive.namelist()
+        for name in networks:
+            member = f"{name}.weights.h5"
+            if member not in names:
+                raise ValueError(f"{path!r} lists the network {name!r} but holds no {member}; the file is damaged.")
+            _load_member_weights(archive, path, name, models[name])
         if "training.json" in names:
-            training = json.loads(archive.read("training.json"))
+            training = _json_member(archive, path, "training.json")
+            if not isinstance(training.get("epoch"), int) or training["epoch"] < 0:
+                raise ValueError(f"{path!r}: training.json must give the epoch as a whole number >= 0; found "
+                                 f"{training.get('epoch')!r}.")
         if "optimizers.npz" in names:
-            with np.load(io.BytesIO(archive.read("optimizers.npz"))) as arrays:
-                for key in sorted(arrays.files):
-                    optimizer, _ = key.split("/")
-                    optimizer_values.setdefault(optimizer, []).append(arrays[key])
+            optimizer_values = _optimizer_values(path, _member(archive, path, "optimizers.npz"))
     return Checkpoint(path, config, models, metadata, training, optimizer_values)
 
 

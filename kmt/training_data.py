@@ -17,8 +17,10 @@ One epoch is ``num_repeats * (number of videos or identities) // batch_size``
 steps, as in the reference, unless ``steps_per_epoch`` asks for another number:
 then an epoch is exactly that many steps, on a dataset on disk too (fewer steps
 than one pass over the videos stop early; more go on into further passes, each
-shuffled anew). The batches of epoch ``e`` depend only on the seed and ``e``, so
-training can be resumed exactly.
+shuffled anew). Batch ``s`` of epoch ``e`` depends only on the seed, ``e`` and ``s``
+(augmentation included), so training can be resumed exactly, even from a checkpoint
+written in the middle of an epoch: ``batches_for_epoch(e, start=s)`` starts there
+without reading the batches before it.
 """
 
 import numbers
@@ -44,7 +46,8 @@ def training_batches(config, seed=0, steps_per_epoch=None):
     """``(batches_for_epoch, steps_per_epoch)`` for :meth:`kmt.training.Trainer.train`.
 
     ``batches_for_epoch(e)`` iterates over exactly ``steps_per_epoch`` batches (``None``: the
-    reference's count above), deterministic in ``seed`` and ``e``.
+    reference's count above), deterministic in ``seed`` and ``e``; ``batches_for_epoch(e, start=s)``
+    over the same batches from step ``s`` on.
     """
     whole = isinstance(steps_per_epoch, numbers.Integral) and not isinstance(steps_per_epoch, bool)
     if steps_per_epoch is not None and not (whole and steps_per_epoch >= 1):
@@ -72,10 +75,23 @@ def training_batches(config, seed=0, steps_per_epoch=None):
             steps_per_epoch=steps,
             augmentation_params=dataset_params.get("augmentation_params"),
         )
-        return stream.epoch, steps
+        return _from_step(stream, steps), steps
     if "root_dir" not in dataset_params:
         raise ValueError("The config has neither dataset_params.root_dir nor synthetic_params: no training data.")
     dataset = FramesDataset(**dataset_params, is_train=True)
     batches = Batches(dataset, batch_size, num_repeats=int(train_params.get("num_repeats", 1)), seed=seed,
                       steps_per_epoch=None if steps_per_epoch is None else int(steps_per_epoch))
-    return batches.epoch, len(batches)
+    return _from_step(batches, len(batches)), len(batches)
+
+
+def _from_step(source, steps):
+    """``batches_for_epoch(epoch, start=0)`` over a batch source (``batch(index, epoch)``), prefetched."""
+    from kmt.data.batching import prefetch
+
+    def batches_for_epoch(epoch, start=0):
+        if not 0 <= int(start) <= steps:
+            raise ValueError(f"start must be a step in [0, {steps}], got {start!r}")
+        return prefetch(lambda index: source.batch(index, epoch), range(int(start), steps), source.prefetch,
+                        source.workers)
+
+    return batches_for_epoch
