@@ -4,12 +4,17 @@ prepare.
 ``kmt <command> --help`` describes each command. Exit status: 0 on success, 2
 for a usage error (a bad flag, a missing or unreadable file, a config or
 checkpoint that does not fit), 1 for anything else. Messages go to stderr,
-results to stdout.
+results to stdout. TensorFlow's start-up notices are kept off stderr unless
+TF_CPP_MIN_LOG_LEVEL is set (see :mod:`kmt.quiet_start`).
 """
 
 import argparse
 import os
+import re
 import sys
+import warnings
+
+from kmt.quiet_start import quiet_backend_start
 
 __all__ = ["main"]
 
@@ -41,6 +46,9 @@ def cmd_animate(args):
     _require_file(args.source, "--source")
     _require_file(args.driving, "--driving")
     _require_file(args.checkpoint, "--checkpoint")
+    from kmt import import_keras_lean
+
+    import_keras_lean()  # Keras without the optional packages animating does not use (faster, leaner)
     from kmt import animation
 
     try:
@@ -49,7 +57,7 @@ def cmd_animate(args):
             adapt_movement_scale=args.adapt_scale, find_best=args.find_best_frame, batch_size=args.batch_size,
             progress=_progress("frames"), convolutions=args.convolutions,
             best_frame_landmarks=args.best_frame_landmarks, max_frames=args.max_frames,
-            side_by_side=args.side_by_side, keypoints=args.keypoints, fps=args.fps, config=args.config)
+            side_by_side=args.side_by_side, keypoints=args.keypoints, fps=args.fps, config=args.config, fit=args.fit)
     except ImportError as error:
         raise UsageError(str(error).replace("`best_frame_landmarks`", "--best-frame-landmarks")) from None
     except ValueError as error:
@@ -59,13 +67,23 @@ def cmd_animate(args):
     print(args.out)
 
 
-def _flag_names(message):
-    """A library message with its argument names spelt as this command's flags."""
+def _flag_names(message, parser=None):
+    """A library message with its argument names spelt as this command's flags.
+
+    Besides the names listed here, every ``dest`` of ``parser``'s options is rewritten where it is
+    backquoted (`` `num_videos` ``), opens a sentence (``steps_per_epoch must``) or is set (``overwrite=True``).
+    """
     for name, flag in (("landmarks='kmt'", "--best-frame-landmarks kmt"), ("`best_frame_landmarks`", "--best-frame-landmarks"), ("`find_best=True`", "--find-best-frame"),
                        ("`max_frames`", "--max-frames"), ("`batch_size`", "--batch-size"), ("`out`", "--out"),
-                       ("`config`", "--config"), ("`checkpoint`", "--checkpoint")):
+                       ("`config`", "--config"), ("`checkpoint`", "--checkpoint"), ("`fit`", "--fit"),
+                       ("`data_root`", "--data")):
         message = message.replace(name, flag)
-    return message
+    for action in parser._actions if parser is not None else ():
+        flags = [option for option in action.option_strings if option.startswith("--")]
+        if flags and action.dest != "help":
+            name = re.escape(action.dest)
+            message = re.sub(rf"`{name}`|(?<![\w`-]){name}(?= must\b)|(?<![\w`-]){name}=True\b", flags[0], message)
+    return re.sub(r" \(or None[^)]*\)", "", message)  # a Python default, not a flag value
 
 
 # train ----------------------------------------------------------------------------------------
@@ -87,10 +105,16 @@ def cmd_train(args):
                          "not both.")
     _require_file(args.resume, "--resume")
     _require_file(args.init_from, "--init-from")
+    _require_file(args.vgg_weights, "--vgg-weights")
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be a number of epochs >= 1, got {args.epochs}.")
+    if args.save_every is not None and args.save_every < 1:
+        raise UsageError(f"--save-every must be a number of steps >= 1, got {args.save_every}.")
     trainer = Trainer(config, args.log_dir, resume=args.resume or None, seed=args.seed, jit=not args.no_jit,
-                      init_from=args.init_from)
-    batches_for_epoch, steps = training_batches(config, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
-    trainer.train(batches_for_epoch, steps, num_epochs=args.epochs)
+                      init_from=args.init_from, vgg_weights=args.vgg_weights)
+    # A resumed run keeps the seed it was started with (the checkpoint's), whatever --seed says.
+    batches_for_epoch, steps = training_batches(config, seed=trainer.seed, steps_per_epoch=args.steps_per_epoch)
+    trainer.train(batches_for_epoch, steps, num_epochs=args.epochs, save_every=args.save_every)
     print(os.path.join(args.log_dir, "last.kmt"))
 
 
@@ -141,6 +165,9 @@ def cmd_convert(args):
 def cmd_synth(args):
     from kmt.data import write_dataset
 
+    for flag in ("--num-train", "--num-test"):
+        if getattr(args, flag[2:].replace("-", "_")) < 0:
+            raise UsageError(f"{flag} must be a number of videos >= 0; got {getattr(args, flag[2:].replace('-', '_'))}.")
     metadata = write_dataset(args.out, family=args.family, num_train=args.num_train, num_test=args.num_test,
                              num_frames=args.num_frames, size=args.size, seed=args.seed, layout=args.layout,
                              overwrite=args.overwrite)
@@ -337,6 +364,10 @@ def build_parser():
                    help="bfloat16: faster on CPUs that multiply bfloat16 in hardware, about 1e-2 off")
     p.add_argument("--fps", type=float, help="frames per second of the output (default: the driving video's)")
     p.add_argument("--max-frames", type=int, help="use at most this many driving frames")
+    p.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
+                   help="a source or driving video of another aspect ratio than the model's (square, for the shipped "
+                        "model): crop its centre (default), pad it with black, or stretch it; then it is resized to "
+                        "the model's size, and a line on stderr says what was done")
     p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("train", help="train FOMM from a config", description="Train the keypoint detector, "
@@ -355,6 +386,12 @@ def build_parser():
     p.add_argument("--steps-per-epoch", type=int, help="override the steps per epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-jit", action="store_true", help="run the training step eagerly")
+    p.add_argument("--vgg-weights", help="weights of the perceptual loss's VGG19: torchvision's vgg19-dcbb9e9d.pth "
+                   "(the paper's; read with PyTorch) or a Keras notop .h5 (default: Keras' ImageNet file from the "
+                   "Keras cache, else random features with a warning)")
+    p.add_argument("--save-every", type=int, metavar="STEPS",
+                   help="also write LOG_DIR/last.kmt every STEPS steps within an epoch, so a crash loses at most "
+                   "STEPS steps (default: only after each epoch); --resume continues from that step")
     p.set_defaults(func=cmd_train)
 
     for name, func, text in (("reconstruct", cmd_reconstruct, "reconstruct test videos from their first frame"),
@@ -451,13 +488,18 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_backend_start()
+    command = next(action for action in parser._actions if action.dest == "command").choices[args.command]
     try:
-        args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: print(f"kmt {args.command}: warning: {message}",
+                                                                  file=sys.stderr)
+            args.func(args)
     except UsageError as error:
         print(f"kmt {args.command}: error: {error}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as error:
-        print(f"kmt {args.command}: error: {error}", file=sys.stderr)
+        print(f"kmt {args.command}: error: {_flag_names(str(error), command)}", file=sys.stderr)
         return 2
     except ImportError as error:  # a missing optional package (e.g. PyTorch for `kmt convert`); kmt's own are bugs
         if (error.name or "").partition(".")[0] == "kmt":

@@ -232,6 +232,10 @@ class _Totals:
             else:
                 notes.append("no true landmarks for these videos (metadata.json): the detector's floor is not shown")
             rows.append(_row("different identities (AED scale)", aed=self._between_identities()))
+            if rows[-1]["aed"] is None:
+                identities = {str(i) for part in self.parts["identity"] for i in part}
+                notes.append("different identities: AED between identities needs test videos of at least two "
+                             f"identities; all {self.videos} share one (identity {identities.pop()})")
             if rows[0]["akd"] is None:
                 notes.append("AKD of the model: no landmark was found in both a generated and a ground-truth frame")
             source = os.path.basename(self.judges.path) if self.judges.path else "given"

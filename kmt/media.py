@@ -2,7 +2,8 @@
 
 Frames are ``(T, H, W, 3)`` float32 in [0, 1]. Reading goes through
 :mod:`kmt.data.video_io` (folders of frames, mp4, mov, gif, stacked png/jpg);
-anything of another size than the model's is resized, with a notice on stderr.
+anything of another size than the model's is fitted to it (:func:`fit_frames`: by default
+its centre is cropped to the model's aspect ratio, then resized), with a notice on stderr.
 """
 
 import os
@@ -12,7 +13,10 @@ import numpy as np
 
 from kmt.data.video_io import VideoReadError, read_video, to_uint8, write_video
 
-__all__ = ["resize_frames", "read_image", "read_frames_for_model", "video_fps", "compose_side_by_side",
+FITS = ("crop", "pad", "stretch")
+"""How :func:`fit_frames` meets another aspect ratio: crop the centre, pad with black, or stretch."""
+
+__all__ = ["FITS", "resize_frames", "fit_frames", "read_image", "read_frames_for_model", "video_fps", "compose_side_by_side",
            "save_animation", "h264_round_trip", "animation_html"]
 
 
@@ -32,12 +36,52 @@ def resize_frames(frames, size):
     return out[0] if single else out
 
 
-def _notice(label, shape, size):
-    print(f"{label}: resized from {shape[1]}x{shape[0]} to {size[1]}x{size[0]} pixels (the model's size).", file=sys.stderr)
+def fit_frames(frames, size, fit="crop"):
+    """``(T, H, W, C)`` (or one ``(H, W, C)``) frames brought to ``size = (h, w)``, and what was done.
+
+    ``fit`` says what happens when ``W / H`` differs from ``w / h``: ``"crop"`` keeps the centred
+    region of the target's aspect ratio, ``"pad"`` adds black bars on both sides of the short
+    dimension, ``"stretch"`` resizes as it is (the picture is distorted). Then a Lanczos resize.
+    Returns ``(frames, description)``; ``description`` is ``None`` when nothing changed.
+    """
+    if fit not in FITS:
+        raise ValueError(f"`fit` must be one of {FITS}; got {fit!r}.")
+    frames = np.asarray(frames, dtype="float32")
+    height, width = frames.shape[-3:-1]
+    if (height, width) == tuple(size):
+        return frames, None
+    steps = []
+    if fit != "stretch" and height * size[1] != width * size[0]:
+        # The largest (crop) or smallest (pad) centred region of the target's aspect ratio.
+        pick = min if fit == "crop" else max
+        new_h, new_w = pick(height, round(width * size[0] / size[1])), pick(width, round(height * size[1] / size[0]))
+        top, left = abs(height - new_h) // 2, abs(width - new_w) // 2
+        if fit == "crop":
+            frames = frames[..., top:top + new_h, left:left + new_w, :]
+            steps.append(f"cropped from {width}x{height} to its centre {new_w}x{new_h}")
+        else:
+            pad = [(0, 0)] * (frames.ndim - 3) + [(top, new_h - height - top), (left, new_w - width - left), (0, 0)]
+            frames = np.pad(frames, pad)
+            steps.append(f"padded with black from {width}x{height} to {new_w}x{new_h}")
+        height, width = new_h, new_w
+    if (height, width) != tuple(size):
+        stretched = ", stretching it (its aspect ratio changes)" if fit == "stretch" and (
+            height * size[1] != width * size[0]) else ""
+        steps.append(f"resized from {width}x{height} to {size[1]}x{size[0]} pixels (the model's size){stretched}")
+    else:
+        steps[-1] += " (the model's size)"
+    return resize_frames(frames, size), ", then ".join(steps)
 
 
-def read_image(path, size, label="image"):
-    """An RGB image as ``(h, w, 3)`` float32 in [0, 1], resized to ``size`` if needed."""
+def _fitted(frames, size, fit, label):
+    frames, done = fit_frames(frames, size, fit)
+    if done is not None:
+        print(f"{label}: {done}.", file=sys.stderr)
+    return frames
+
+
+def read_image(path, size, label="image", fit="crop"):
+    """An RGB image as ``(h, w, 3)`` float32 in [0, 1], fitted to ``size`` if needed (:func:`fit_frames`)."""
     from PIL import Image, UnidentifiedImageError
 
     if not os.path.isfile(path):
@@ -47,10 +91,7 @@ def read_image(path, size, label="image"):
             image = np.asarray(handle.convert("RGB"), dtype="float32") / 255.0
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"{label}: {path!r} is not a readable image ({error}).") from None
-    if image.shape[:2] != tuple(size):
-        _notice(label, image.shape, size)
-        image = resize_frames(image, size)
-    return image
+    return _fitted(image, size, fit, label)
 
 
 def video_fps(path, default=25.0):
@@ -58,12 +99,18 @@ def video_fps(path, default=25.0):
     lower = str(path).lower()
     try:
         if lower.endswith((".mp4", ".mov")):
+            import re
+            import subprocess
+
             import imageio_ffmpeg
 
-            reader = imageio_ffmpeg.read_frames(path)
-            meta = next(reader)
-            reader.close()
-            return float(meta.get("fps") or default)
+            # The stream line ffmpeg prints (``Stream #0:0...: Video: ..., 25 fps, ...``), read as imageio
+            # does, from a plain subprocess: no fork() of this process (see kmt.data.video_io._write_h264).
+            info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path)],
+                                  stdin=subprocess.DEVNULL, capture_output=True, check=False).stderr.decode(errors="replace")
+            stream = next(line for line in info.splitlines() if line.lstrip().startswith("Stream ") and " Video: " in line)
+            match = re.search(r" ([0-9]+\.?[0-9]*) fps", stream)
+            return float(match.group(1)) if match and float(match.group(1)) else default
         if lower.endswith(".gif"):
             from PIL import Image
 
@@ -75,8 +122,8 @@ def video_fps(path, default=25.0):
     return default
 
 
-def read_frames_for_model(path, size, label="video", max_frames=None):
-    """``(frames (T, h, w, 3), fps)`` of a video, resized to ``size`` if needed; errors name the file."""
+def read_frames_for_model(path, size, label="video", max_frames=None, fit="crop"):
+    """``(frames (T, h, w, 3), fps)`` of a video, fitted to ``size`` if needed (:func:`fit_frames`); errors name the file."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{label}: no video at {path!r}.")
     try:
@@ -85,10 +132,7 @@ def read_frames_for_model(path, size, label="video", max_frames=None):
         raise ValueError(f"{label}: {error}") from None
     if max_frames is not None:
         frames = frames[: int(max_frames)]
-    if frames.shape[1:3] != tuple(size):
-        _notice(label, frames.shape[1:], size)
-        frames = resize_frames(frames, size)
-    return frames, video_fps(path)
+    return _fitted(frames, size, fit, label), video_fps(path)
 
 
 def compose_side_by_side(source, driving, result, kp_driving=None, kp_result=None, panels=True):

@@ -6,7 +6,8 @@ repository is written. Jupyter Book passes it to the theme as
 MyST substitutions, so install instructions and Colab links follow it too:
 
 * ``{{ repository_link }}``: the address, as a link;
-* ``{{ clone_command }}``: ``git clone <address>`` as inline code;
+* ``{{ clone_command }}``: ``git clone <address> keras-motion-transfer`` as inline code (a clone
+  folder named ``kmt`` would shadow the package for Python run from the folder above it);
 * ``{{ pip_install_command }}``: ``pip install "git+<address>"`` as inline code;
 * ``{{ colab_base }}``: the Colab address of the book folder on GitHub.
 
@@ -34,7 +35,7 @@ def _derive(app, config):
     github_path = url.split("github.com/", 1)[-1]
     substitutions = dict(config.myst_substitutions or {})
     substitutions.setdefault("repository_link", f"[{url}]({url})")
-    substitutions.setdefault("clone_command", f"`git clone {url}`")
+    substitutions.setdefault("clone_command", f"`git clone {url} keras-motion-transfer`")
     substitutions.setdefault("pip_install_command", f'`pip install "git+{url}"`')
     substitutions.setdefault("colab_base", f"https://colab.research.google.com/github/{github_path}/blob/{branch}/book")
     config.myst_substitutions = substitutions

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from fractions import Fraction
 
 import numpy as np
 
@@ -406,6 +407,33 @@ def to_uint8(frames):
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _write_h264(path, frames, fps, quality):
+    """``uint8 (T, H, W, 3)`` frames to H.264 (``quality`` 0-10: CRF ``int((1 - quality / 10) * 51)``).
+
+    ffmpeg runs as a plain subprocess in its own session: a Ctrl-C in the terminal does not cut the
+    file short, and no ``preexec_fn`` means no ``fork()`` of this (multithreaded) process, which JAX
+    warns may deadlock. The command is the one imageio's FFMPEG plugin runs, so the bytes are the same.
+    """
+    import imageio_ffmpeg
+
+    if not 0 <= quality <= 10:
+        raise ValueError(f"`quality` must be in [0, 10]; got {quality!r}.")
+    height, width = frames.shape[1:3]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo",
+               "-s", f"{width}x{height}", "-pix_fmt", "rgb24", "-r", str(Fraction(fps).limit_denominator()),
+               "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
+               "-crf", str(int((1 - quality / 10.0) * 51)), "-v", "error", path]
+    try:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+    except OSError as err:
+        raise OSError(f"cannot run ffmpeg to write {path!r}: {err}") from err
+    with process:
+        _, errors = process.communicate(np.ascontiguousarray(frames).tobytes())
+    if process.returncode != 0:
+        raise OSError(f"ffmpeg could not write {path!r}: {_short(errors.decode(errors='replace'))}")
+
+
 def write_video(path, frames, fps=25, quality=8):
     """Write ``frames (T, H, W, 3)`` (float in [0, 1] or uint8) in the layout ``path`` names.
 
@@ -427,8 +455,7 @@ def write_video(path, frames, fps=25, quality=8):
     elif ext in (".mp4", ".mov"):
         if frames.shape[1] % 2 or frames.shape[2] % 2:
             raise ValueError(f"{path!r}: H.264 needs an even frame height and width, got {frames.shape[1:3]}")
-        iio.imwrite(path, frames, fps=fps, codec="libx264", quality=quality, macro_block_size=1,
-                    plugin="FFMPEG")
+        _write_h264(path, frames, fps, quality)
     elif ext == ".gif":
         iio.imwrite(path, frames, duration=1000.0 / fps, loop=0, plugin="pillow")
         from PIL import Image

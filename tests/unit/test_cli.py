@@ -193,3 +193,114 @@ def test_animate_best_frame_with_dlib_landmarks(files, tmp_path):
     result = kmt(*args, "--checkpoint", files["checkpoint"])
     assert result.returncode == 2
     assert "dlib finds no face in the source image; use --best-frame-landmarks kmt" in result.stderr
+
+
+# What a user sees in a terminal -----------------------------------------------------------------
+BACKEND_NOISE = ("absl::InitializeLog", "oneDNN", "cudart_stub", "cuda drivers", "cpu_feature_guard",
+                 "To enable the following instructions", "cuInit", "E0000", "os.fork()", "Traceback")
+
+
+def kmt_as_user(*args, cwd=None):
+    """The ``kmt`` entry point as a shell runs it: no TF_CPP_MIN_LOG_LEVEL, the suite's backend."""
+    entry = os.path.join(os.path.dirname(sys.executable), "kmt")
+    assert os.path.exists(entry), f"no kmt entry point beside {sys.executable} (pip install -e .)"
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([entry, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def striped_source(path, width, height, side):
+    """A ``width x height`` png: green, with ``side`` red columns at the left and right edges."""
+    from PIL import Image
+
+    image = np.zeros((height, width, 3), "uint8")
+    image[...] = (0, 255, 0)
+    image[:, :side] = image[:, width - side:] = (255, 0, 0)
+    Image.fromarray(image).save(path)
+
+
+def test_commands_print_no_backend_start_up_lines(files, tmp_path):
+    assert kmt_as_user("--help").stderr == ""
+    result = kmt_as_user("synth", "--out", tmp_path / "data", "--num-train", 0, "--num-test", 1, "--num-frames", 3,
+                         "--size", 32)
+    assert result.returncode == 0 and result.stderr == ""
+    out = tmp_path / "result.mp4"  # written by ffmpeg, which JAX warns about when it is fork()ed
+    result = kmt_as_user("animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint",
+                         files["checkpoint"], "--out", out)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == ["source: resized from 48x48 to 32x32 pixels (the model's size).",
+                     "driving: resized from 48x48 to 32x32 pixels (the model's size)."], result.stderr
+    assert read_video(str(out)).shape == (6, SIZE, SIZE, 3)
+
+
+def test_a_real_error_still_reaches_the_terminal(files, tmp_path):
+    result = kmt_as_user("animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint",
+                         files["checkpoint"], "--out", tmp_path / "x.mp4", "--batch-size", 0)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "kmt animate: error: --batch-size must be a whole number of frames, at " \
+                                             "least 1; got 0."
+    assert not [noise for noise in BACKEND_NOISE if noise in result.stderr], result.stderr
+
+
+@pytest.mark.parametrize("fit,left,top", [("crop", "green", "green"), ("pad", "red", "black"),
+                                          ("stretch", "red", "green")])
+def test_animate_fits_a_non_square_source_and_driving_video(files, tmp_path, capsys, fit, left, top):
+    from kmt.cli import main
+
+    striped_source(tmp_path / "wide.png", 96, 64, 16)  # the centre 64 x 64 is all green
+    driving = read_video(str(files["driving"]))[:, 8:40]  # 48 wide, 32 high
+    write_video(str(tmp_path / "wide.gif"), driving, fps=10)
+    out = tmp_path / "panels.gif"
+    flags = [] if fit == "crop" else ["--fit", fit]
+    code = main(["animate", "--source", str(tmp_path / "wide.png"), "--driving", str(tmp_path / "wide.gif"),
+                 "--checkpoint", str(files["checkpoint"]), "--out", str(out), "--side-by-side", *flags])
+    stderr = capsys.readouterr().err
+    assert code == 0, stderr
+    expected = {"crop": ("cropped from 96x64 to its centre 64x64, then resized from 64x64 to 32x32",
+                         "cropped from 48x32 to its centre 32x32 (the model's size)"),
+                "pad": ("padded with black from 96x64 to 96x96, then resized from 96x96 to 32x32",
+                        "padded with black from 48x32 to 48x48, then resized from 48x48 to 32x32"),
+                "stretch": ("resized from 96x64 to 32x32 pixels (the model's size), stretching it",
+                            "resized from 48x32 to 32x32 pixels (the model's size), stretching it")}[fit]
+    assert f"source: {expected[0]}" in stderr and f"driving: {expected[1]}" in stderr
+    source_panel = read_video(str(out), frame_shape=(SIZE, 3 * SIZE))[0, :, :SIZE]
+    colours = {"green": (0, 1, 0), "red": (1, 0, 0), "black": (0, 0, 0)}
+    assert np.allclose(source_panel[SIZE // 2, 0], colours[left], atol=0.15)  # the left edge, half-way down
+    assert np.allclose(source_panel[0, SIZE // 2], colours[top], atol=0.15)  # the top edge, half-way across
+    assert np.allclose(source_panel[SIZE // 2, SIZE // 2], colours["green"], atol=0.15)
+    with pytest.raises(SystemExit):
+        main(["animate", "--help"])
+    assert "crop its centre (default), pad it with black, or stretch it" in " ".join(capsys.readouterr().out.split())
+
+
+def test_evaluate_says_why_the_between_identities_row_is_empty(files, tmp_path):
+    data = tmp_path / "data"
+    assert kmt_as_user("synth", "--out", data, "--num-train", 0, "--num-test", 2, "--num-frames", 3,
+                       "--size", SIZE).returncode == 0
+    result = kmt_as_user("evaluate", "--data", data, "--checkpoint", files["checkpoint"])
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if line.startswith("different identities"))
+    assert row.split()[-1] == "-"
+    assert ("AED between identities needs test videos of at least two identities; all 2 share one (identity "
+            in " ".join(result.stdout.split()))
+
+
+def test_errors_name_the_command_line_flag(tmp_path, capsys):
+    from kmt.cli import main
+
+    data = tmp_path / "data"
+    assert main(["synth", "--out", str(data), "--num-train", "0", "--num-test", "1", "--num-frames", "2",
+                 "--size", str(SIZE)]) == 0
+    for args, message in [
+        (["evaluate", "--data", str(data), "--num-videos", "0"], "kmt evaluate: error: --num-videos must be at least 1; got 0."),
+        (["evaluate", "--data", f"{tmp_path}/nowhere"], f"kmt evaluate: error: --data '{tmp_path}/nowhere' is not a folder."),
+        (["synth", "--out", f"{tmp_path}/s", "--size", "1"], "kmt synth: error: --size must be at least 2 pixels per side"),
+        (["synth", "--out", f"{tmp_path}/s", "--num-test", "-1"], "kmt synth: error: --num-test must be a number of videos >= 0"),
+        (["synth", "--out", str(data)], "pass --overwrite to replace the dataset"),
+    ]:
+        capsys.readouterr()
+        assert main(args) == 2, args
+        stderr = capsys.readouterr().err
+        assert message in stderr
+        for python_name in ("num_videos", "data_root", "`size`", "overwrite=True", "None"):
+            assert python_name not in stderr
