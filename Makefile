@@ -57,7 +57,9 @@ grade: $(BOOK_STAMP)
 
 # Every benchmark, each printing ratios measured side by side in one run (results in
 # benchmarks/results/). OFFICIAL_DIR, a checkout of the official first-order-model kept outside
-# this repository, adds the official PyTorch code to the animation and training-step tables.
+# this repository, adds the official PyTorch code to the animation and training-step tables;
+# OFFICIAL_PYTHONPATH, a folder with the official demo's requirements that kmt's environment lacks
+# (pip install --target DIR scikit-learn pandas tqdm ffmpeg-python), serves its demo.py only.
 OFFICIAL_DIR ?=
 OFFICIAL := $(if $(OFFICIAL_DIR),--official-dir $(abspath $(OFFICIAL_DIR)))
 OFFICIAL_SCRIPT := $(if $(OFFICIAL_DIR),--official-script $(abspath ../shared/bench/official_fomm_bench.py))
@@ -65,9 +67,8 @@ benchmarks: $(DEV_STAMP)
 	$(PY) benchmarks/warp.py
 	$(PY) benchmarks/data.py --out benchmarks/results/data.md
 	$(PY) benchmarks/animate.py $(OFFICIAL)
-	$(PY) benchmarks/animate.py --batch 8 $(OFFICIAL)
-	$(PY) benchmarks/animate.py --config synthetic-faces-64 --size 64 $(OFFICIAL)
-	$(PY) benchmarks/animate.py --config synthetic-faces-64 --size 64 --batch 8 --repeats 30 --rounds 3 $(OFFICIAL)
+	$(PY) benchmarks/animate.py --config synthetic-faces-64 --size 64 --frames 32 --repeats 10 $(OFFICIAL)
+	$(PY) benchmarks/animate_process.py --rounds 3 --phases $(OFFICIAL) $(if $(OFFICIAL_PYTHONPATH),--official-pythonpath $(OFFICIAL_PYTHONPATH))
 	$(PY) benchmarks/train_step.py $(OFFICIAL) $(OFFICIAL_SCRIPT)
 
 clean:

@@ -23,11 +23,14 @@ its batch size over its median seconds per step. Run:
 import argparse
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
 if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 2:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
@@ -46,19 +49,19 @@ VOX_AUGMENTATION = {"flip_param": {"horizontal_flip": True, "time_flip": True},
 
 
 def rate(fn, items, repeats=3, min_time=0.5):
-    """Median items per second of ``fn()`` (which makes ``items`` items) over ``repeats`` runs."""
-    fn()
-    rates = []
-    for _ in range(repeats):
+    """Median items per second of ``fn()`` (which makes ``items`` items) over ``repeats`` runs of at least
+    ``min_time`` seconds each (``fn`` is called as often as that takes)."""
+
+    def run():
         start, count = time.perf_counter(), 0
-        while True:
+        while time.perf_counter() - start < min_time:
             fn()
-            count += items
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        rates.append(count / elapsed)
-    return float(np.median(rates))
+            count += 1
+        return count
+
+    counts = []
+    _, times = harness.timed(lambda: counts.append(run()), repeats)
+    return float(np.median([items * n / t for n, t in zip(counts[1:], times)]))
 
 
 def busy(seconds):
@@ -206,13 +209,12 @@ def pair_rows(root, stream_rates, train_rates, batch_size=8):
 
 
 def markdown(gen, load, pairs, train_rates, load_average):
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    described = harness.describe()
     lines = [
         "# Data pipeline throughput",
         "",
-        f"`python benchmarks/data.py` on {platform.processor() or platform.machine()}, {cores} CPU cores, "
-        f"numpy {np.__version__}, {time.strftime('%Y-%m-%d')}. Medians of 3 runs; timings on a shared "
-        "machine vary by up to ~1.5x.",
+        f"`python benchmarks/data.py` on {described['machine']}, numpy {np.__version__}, {described['date']}. "
+        "Medians of 3 runs; timings on a shared machine vary by up to ~1.5x.",
         "",
         "## Synthetic generator",
         "",
@@ -301,7 +303,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="also write the markdown table to this file")
     args = parser.parse_args()
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = harness.load_average()
     print(f"load average {load_before}", flush=True)
     train_rates = training_rates()
     gen = generator_rows(("faces", "figures"))
@@ -309,7 +311,7 @@ def main():
     with tempfile.TemporaryDirectory() as root:
         load = loader_rows(root)
         pairs = pair_rows(root, stream_rates, train_rates)
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = harness.load_average()
     text = markdown(gen, load, pairs, train_rates, (load_before, load_after))
     print(text)
     if args.out:

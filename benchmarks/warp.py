@@ -33,16 +33,16 @@ benchmarks/results/warp.md and warp.json (``--no-write`` to skip); a quick run w
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+HERE = harness.HERE
 BACKENDS = ("tensorflow", "jax", "torch")
 COMPILED = {"tensorflow": "tf.function(jit_compile=True)", "jax": "jax.jit", "torch": "torch.compile"}
 PASSES = ("forward", "forward+backward")
@@ -81,16 +81,7 @@ def timed(fn, repeats, budget_s):
     At least 3 calls are timed; fewer than ``repeats`` when one call takes so long that
     ``repeats`` of them would exceed ``budget_s``.
     """
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    times = []
-    while len(times) < max(3, repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        if len(times) >= 3 and sum(times) > budget_s:
-            break
+    first, times = harness.timed(fn, max(3, repeats), budget_s=budget_s)
     return first, 1e3 * statistics.median(times), 1e3 * min(times), len(times)
 
 
@@ -288,53 +279,7 @@ def kmt_worker(args):
 
 
 def _run_worker(argv, backend, timeout=3600):
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *argv], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not records:
-        tail = (proc.stderr or proc.stdout)[-2000:]
-        raise RuntimeError(f"worker {argv} failed (exit {proc.returncode}):\n{tail}")
-    return records
-
-
-def _machine():
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            info = handle.read()
-        names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
-        model = names[0] if names else model
-        flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
-        if "avx512f" in flags.split():
-            model += ", AVX-512"
-        elif "avx2" in flags.split():
-            model += ", AVX2"
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} CPU cores ({platform.system()} {platform.machine()})"
-
-
-def _versions():
-    from importlib import metadata
-
-    versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for name in ("keras", "tensorflow", "jax", "jaxlib", "torch"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _load_average():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+    return harness.run_worker(__file__, argv, backend=backend, timeout=timeout)
 
 
 def summarise(records, torch_runs):
@@ -465,7 +410,7 @@ def main():
     if args.worker == "kmt":
         return kmt_worker(args)
 
-    load_before = _load_average()
+    load_before = harness.load_average()
     records, torch_native = [], []
     with tempfile.TemporaryDirectory() as out:
         common = ["--batch", str(args.batch), "--size", str(args.size), "--repeats", str(args.repeats),
@@ -488,26 +433,15 @@ def main():
         "batch": args.batch,
         "size": args.size,
         "repeats": args.repeats,
-        "machine": _machine(),
-        "date": time.strftime("%Y-%m-%d"),
-        "versions": _versions(),
+        **harness.describe(),
         "load_average_before": load_before,
-        "load_average_after": _load_average(),
+        "load_average_after": harness.load_average(),
         "torch_native_ms": torch_ms,
         "torch_native": torch_native,
         "records": records,
         "headline": headline,
     }
-    text = report(summary)
-    print(text)
-    if not args.no_write:
-        results = os.path.join(HERE, "results")
-        os.makedirs(results, exist_ok=True)
-        with open(os.path.join(results, "warp.json"), "w") as handle:
-            json.dump(summary, handle, indent=2)
-        with open(os.path.join(results, "warp.md"), "w") as handle:
-            handle.write(text)
-
+    harness.write_results("warp", summary, report(summary), args.no_write)
 
 if __name__ == "__main__":
     main()

@@ -42,6 +42,59 @@ _SHORTCUTS = {"grid_sample": "warping", "make_coordinate_grid": "warping"}
 __all__ = sorted(_SUBMODULES | set(_SHORTCUTS))
 
 
+# Optional packages that Keras and TensorFlow import at start-up when they are installed, for features
+# a one-shot command never uses: notebook display (IPython), plotting (matplotlib), pandas and
+# scikit-learn adapters, SciPy sparse inputs, and TensorFlow Lite's JAX interop (jax). In a book's
+# environment they are all installed, and cost seconds and hundreds of MB before the first frame.
+_OPTIONAL_AT_IMPORT = ("IPython", "matplotlib", "pandas", "sklearn", "scipy", "jax", "jaxlib", "torch")
+
+
+def import_keras_lean():
+    """Import Keras and its backend without the optional packages it does not need here; the backend's name.
+
+    For commands (``kmt animate``): Keras' and TensorFlow's own imports of the packages in
+    ``_OPTIONAL_AT_IMPORT`` (except the backend itself) are made to fail, which they handle (the
+    features that need them are then off in this process); later imports of those packages work
+    as usual. Does nothing when Keras is already imported.
+    """
+    import os
+    import sys
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"].backend.backend()
+    backend = os.environ.get("KERAS_BACKEND") or _configured_backend()
+    if backend not in ("tensorflow", "jax", "torch"):  # other backends may need any of them
+        import keras
+
+        return keras.backend.backend()
+    keep = {"jax": {"jax", "jaxlib", "scipy"}, "torch": {"torch"}}.get(backend, set())
+    blocked = [name for name in _OPTIONAL_AT_IMPORT if name not in keep and name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # `import name` raises ImportError while this holds
+    try:
+        import keras
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return keras.backend.backend()
+
+
+def _configured_backend():
+    """The backend in Keras' ``keras.json`` (where Keras looks for it), else its default, ``"tensorflow"``."""
+    import json
+    import os
+
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    for folder in (home, os.path.join("/tmp", ".keras")):
+        try:
+            with open(os.path.join(folder, "keras.json")) as handle:
+                return json.load(handle).get("backend", "tensorflow")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return "tensorflow"
+
+
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"kmt.{name}")

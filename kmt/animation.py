@@ -171,6 +171,24 @@ def best_driving_frame(animator, source, driving, landmarks="kmt", detector=None
     return found[find_best_frame(source_points, np.stack([driving_points[t] for t in found]))]
 
 
+def _inference_context():
+    """A context without gradient tracking on PyTorch (``torch.no_grad``), a null context elsewhere.
+
+    On PyTorch the models run eagerly, and their parameters require gradients, so without it every
+    activation of a batch of frames is kept for a backward pass that never comes (several times the
+    memory, and slower).
+    """
+    import contextlib
+
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad
+    return contextlib.nullcontext
+
+
 class Animator:
     """Compiled animation of a source image by driving frames, in batches.
 
@@ -186,9 +204,12 @@ class Animator:
             that multiply bfloat16 in hardware, about 1e-2 from float32. On
             TensorFlow it compiles without XLA, whose CPU convolutions do not
             use those instructions.
+        cache_source: encode the source once and reuse its features for every frame
+            (default); ``False`` runs the whole generator, encoder included, for every
+            frame, as the official demo does (the same frames; for comparisons).
     """
 
-    def __init__(self, kp_detector, generator, batch_size=8, jit=True, convolutions="float32"):
+    def __init__(self, kp_detector, generator, batch_size=8, jit=True, convolutions="float32", cache_source=True):
         from kmt.compile import compile_function
         from kmt.layers import convolution_dtype
 
@@ -200,11 +221,14 @@ class Animator:
             raise ValueError(f"`batch_size` must be a whole number of frames, at least 1; got {batch_size!r}.")
         self.batch_size = int(batch_size)
         self.convolutions = convolutions
+        self.cache_source = bool(cache_source)
         self.uses_xla = convolutions == "float32" and self.batch_size == 1
+
+        no_grad = _inference_context()
 
         def in_precision(fn):
             def run(*args):
-                with convolution_dtype(convolutions):
+                with no_grad(), convolution_dtype(convolutions):
                     return fn(*args)
             return compile_function(run, jit, variables, xla=self.uses_xla)
 
@@ -216,7 +240,7 @@ class Animator:
     def _generate_eager(self, source, source_features, kp_source, kp_driving):
         repeat = ops.shape(kp_driving["value"])[0]
         sources = ops.repeat(source, repeat, axis=0)
-        features = ops.repeat(source_features, repeat, axis=0)
+        features = None if source_features is None else ops.repeat(source_features, repeat, axis=0)
         kp_sources = {k: ops.repeat(v, repeat, axis=0) for k, v in kp_source.items() if k != "heatmap"}
         kp_driving = {k: v for k, v in kp_driving.items() if k != "heatmap"}
         out = self.generator(sources, kp_driving=kp_driving, kp_source=kp_sources, source_features=features,
@@ -261,7 +285,8 @@ class Animator:
             raise ValueError(f"`source` {source.shape[1:]} and `driving` frames {driving.shape[1:]} must have the same size.")
         kp_source = {k: v for k, v in self._detect(np.repeat(source, self.batch_size, axis=0)).items() if k != "heatmap"}
         kp_source = {k: np.asarray(ops.convert_to_numpy(v))[:1] for k, v in kp_source.items()}
-        source_features = self._encode(source)  # the source is encoded once, not once per frame
+        # The source is encoded once, not once per frame (unless cache_source=False).
+        source_features = self._encode(source) if self.cache_source else None
         kp_driving = self.keypoints(driving)
         start = 0 if best_frame is None else int(best_frame)
         if not 0 <= start < len(driving):
@@ -299,10 +324,13 @@ def _is_path(value):
     return isinstance(value, (str, bytes)) or hasattr(value, "__fspath__")
 
 
-def _prepared(source, driving, checkpoint, max_frames):
+def _prepared(source, driving, checkpoint, max_frames, fit="crop"):
     """The loaded checkpoint, the source ``(h, w, 3)`` and driving ``(T, h, w, 3)`` at its size, and the fps."""
     from kmt.checkpoint import load
-    from kmt.media import read_frames_for_model, read_image, resize_frames
+    from kmt.media import FITS, fit_frames, read_frames_for_model, read_image
+
+    if fit not in FITS:
+        raise ValueError(f"`fit` must be one of {FITS}; got {fit!r}.")
 
     loaded = load(checkpoint, networks=("kp_detector", "generator"))
     size = loaded.image_size or (256, 256)
@@ -310,16 +338,15 @@ def _prepared(source, driving, checkpoint, max_frames):
         raise ValueError(f"`max_frames` must be a whole number of at least 1 (or None for all); got {max_frames!r}.")
     fps = 25.0
     if _is_path(source):
-        source = read_image(source, size, label="source")
+        source = read_image(source, size, label="source", fit=fit)
     if _is_path(driving):
-        driving, fps = read_frames_for_model(driving, size, label="driving", max_frames=max_frames)
+        driving, fps = read_frames_for_model(driving, size, label="driving", max_frames=max_frames, fit=fit)
     source, driving = np.asarray(source, "float32"), np.asarray(driving, "float32")
     driving = driving if max_frames is None else driving[: int(max_frames)]
     source = source[0] if source.ndim == 4 else source
-    if source.shape[:2] != tuple(size):
-        source = resize_frames(source, size)
-    if driving.ndim == 4 and driving.shape[1:3] != tuple(size):
-        driving = resize_frames(driving, size)
+    source = fit_frames(source, size, fit)[0]
+    if driving.ndim == 4:
+        driving = fit_frames(driving, size, fit)[0]
     return loaded, source, driving, fps
 
 
@@ -335,7 +362,8 @@ def _run(loaded, source, driving, relative, adapt_movement_scale, find_best, bat
 
 
 def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scale=False, find_best=False,
-            batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt", max_frames=None):
+            batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt", max_frames=None,
+            fit="crop"):
     """Frames of ``source`` moving like ``driving``, in one call.
 
     Args:
@@ -352,12 +380,15 @@ def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scal
         convolutions: ``"float32"`` or ``"bfloat16"`` (faster, about 1e-2 off;
             see :class:`Animator`).
         max_frames: use at most this many driving frames.
+        fit: how images and frames of another aspect ratio than the model's meet it before
+            the resize (:func:`kmt.media.fit_frames`): ``"crop"`` their centre (default),
+            ``"pad"`` with black, or ``"stretch"``.
 
-    Inputs of another size than the model's are resized (a notice says so).
+    Inputs of another size than the model's are fitted and resized (read from files, a notice says so).
     Returns ``(T, h, w, 3)`` float32 frames at the model's size.
     """
     _check_best_frame_options(find_best, best_frame_landmarks)
-    loaded, source, driving, _ = _prepared(source, driving, checkpoint, max_frames)
+    loaded, source, driving, _ = _prepared(source, driving, checkpoint, max_frames, fit)
     frames, _, _ = _run(loaded, source, driving, relative, adapt_movement_scale, find_best, batch_size, progress,
                         convolutions, best_frame_landmarks)
     return frames
@@ -365,7 +396,7 @@ def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scal
 
 def animate_to_file(out, source, driving, checkpoint=None, relative=True, adapt_movement_scale=False,
                     find_best=False, batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt",
-                    max_frames=None, side_by_side=False, keypoints=False, fps=None, config=None):
+                    max_frames=None, side_by_side=False, keypoints=False, fps=None, config=None, fit="crop"):
     """:func:`animate`, then write the result as ``.mp4``, ``.mov`` or ``.gif`` (what ``kmt animate`` runs).
 
     Args:
@@ -385,7 +416,7 @@ def animate_to_file(out, source, driving, checkpoint=None, relative=True, adapt_
     if not str(out).lower().endswith((".mp4", ".mov", ".gif")):
         raise ValueError(f"`out` must end in .mp4, .mov or .gif; got {out!r}.")
     _check_best_frame_options(find_best, best_frame_landmarks)
-    loaded, source, driving, driving_fps = _prepared(source, driving, checkpoint, max_frames)
+    loaded, source, driving, driving_fps = _prepared(source, driving, checkpoint, max_frames, fit)
     if config is not None:
         from kmt.config import load_config
 

@@ -223,3 +223,28 @@ def test_animator_names_a_bad_batch_size_and_picks_xla_for_single_frames(models)
     batched = animation.Animator(models["kp_detector"], models["generator"], batch_size=8)
     low = animation.Animator(models["kp_detector"], models["generator"], batch_size=1, convolutions="bfloat16")
     assert (single.uses_xla, batched.uses_xla, low.uses_xla) == (True, False, False)
+
+
+def test_recomputing_the_source_encoder_gives_the_same_frames(models):
+    """``cache_source=False`` (the official demo's work per frame) computes the frames the cached path does."""
+    rng = np.random.default_rng(7)
+    source = rng.random((SIZE, SIZE, 3), dtype="float32")
+    driving = rng.random((3, SIZE, SIZE, 3), dtype="float32")
+    cached = animation.Animator(models["kp_detector"], models["generator"], batch_size=2)
+    every = animation.Animator(models["kp_detector"], models["generator"], batch_size=2, cache_source=False)
+    assert (cached.cache_source, every.cache_source) == (True, False)
+    np.testing.assert_allclose(every.animate(source, driving), cached.animate(source, driving), atol=1e-5)
+
+
+def test_lean_keras_import_skips_optional_packages_and_leaves_them_importable():
+    """``kmt.import_keras_lean`` (what ``kmt animate`` runs first) keeps Keras from importing matplotlib."""
+    import subprocess
+
+    code = ("import sys, kmt; backend = kmt.import_keras_lean(); assert 'keras' in sys.modules; "
+            "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; import matplotlib; "
+            "assert sys.modules['matplotlib'] is not None; print(backend)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import keras
+
+    assert proc.stdout.split()[-1] == keras.backend.backend()  # the backend this process runs (KERAS_BACKEND)
