@@ -172,3 +172,44 @@ def test_every_pytest_run_of_ci_refuses_skips():
     assert definition == ["PYTEST=(python -m pytest -q -p no:cacheprovider -rs -p pytest_no_skips)"]
     others = [line for line in runs if line not in definition]
     assert others and all('"${PYTEST[@]}"' in line for line in others), others
+
+
+def _dict_literal(path, name):
+    """The dict literal ``NAME = {...}`` at the top level of a test module, read without importing it."""
+    import ast
+
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{path} defines no {name}")
+
+
+def _readme_rows(text, first_header):
+    """``{first cell: [other cells as floats]}`` of the Markdown table whose header starts with ``first_header``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header}"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        try:
+            rows[cells[0].strip("`")] = [float(cell) for cell in cells[1:]]
+        except ValueError:
+            continue  # a row of counts, not of floors
+    return rows
+
+
+def test_the_tests_tolerances_are_the_fixture_readmes_tables():
+    """The parity tests derive their tolerances from tests/fixtures/README.md's float32 floors: same numbers."""
+    readme = (ROOT / "tests" / "fixtures" / "README.md").read_text()
+    forward = _dict_literal(ROOT / "tests" / "fomm_reference.py", "FLOOR")
+    table = _readme_rows(readme, "output (`fomm_tiny.npz`)")
+    assert table == {key: [forward["eval"][key], forward["train"][key]] for key in forward["eval"]}
+    step = _dict_literal(ROOT / "tests" / "unit" / "test_train_step_fixture.py", "FLOOR")
+    table = _readme_rows(readme, "group | float32 vs float64")
+    losses = [value for key, (value,) in table.items() if key.startswith("losses/")]
+    assert step["losses"] == max(losses)
+    assert {key: value for key, value in step.items() if key != "losses"} == {
+        key: value for key, (value,) in table.items() if key in step}
+    assert set(step) - {"losses"} <= set(table)
