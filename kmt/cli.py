@@ -88,6 +88,8 @@ def _flag_names(message, parser=None):
 
 # train ----------------------------------------------------------------------------------------
 def cmd_train(args):
+    if args.cpu_devices is not None:
+        _split_cpu(args.cpu_devices)
     from kmt.config import load_config, override_config, with_dataset
     from kmt.training import Trainer
     from kmt.training_data import training_batches
@@ -111,11 +113,24 @@ def cmd_train(args):
     if args.save_every is not None and args.save_every < 1:
         raise UsageError(f"--save-every must be a number of steps >= 1, got {args.save_every}.")
     trainer = Trainer(config, args.log_dir, resume=args.resume or None, seed=args.seed, jit=not args.no_jit,
-                      init_from=args.init_from, vgg_weights=args.vgg_weights)
+                      init_from=args.init_from, vgg_weights=args.vgg_weights, devices=args.devices,
+                      precision=args.precision)
     # A resumed run keeps the seed it was started with (the checkpoint's), whatever --seed says.
     batches_for_epoch, steps = training_batches(config, seed=trainer.seed, steps_per_epoch=args.steps_per_epoch)
     trainer.train(batches_for_epoch, steps, num_epochs=args.epochs, save_every=args.save_every)
     print(os.path.join(args.log_dir, "last.kmt"))
+
+
+def _split_cpu(count):
+    """``--cpu-devices``: split the CPU into virtual devices before the backend starts."""
+    import kmt.backend
+
+    if count < 1:
+        raise UsageError(f"--cpu-devices must be a number of devices >= 1, got {count}.")
+    try:
+        kmt.backend.split_cpu(count)
+    except RuntimeError as error:
+        raise UsageError(f"--cpu-devices: {error}") from error
 
 
 # reconstruct / evaluate ------------------------------------------------------------------------
@@ -392,6 +407,14 @@ def build_parser():
     p.add_argument("--save-every", type=int, metavar="STEPS",
                    help="also write LOG_DIR/last.kmt every STEPS steps within an epoch, so a crash loses at most "
                    "STEPS steps (default: only after each epoch); --resume continues from that step")
+    p.add_argument("--devices", default="1", metavar="N|all",
+                   help="train data-parallel on N devices (GPUs, else CPU devices) or all of them; batch_size is "
+                   "the global batch, split evenly (jax and tensorflow backends; default: 1)")
+    p.add_argument("--cpu-devices", type=int, metavar="N",
+                   help="split the CPU into N virtual devices first, to try --devices without GPUs")
+    p.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                   help="Keras dtype policy of the networks: mixed_* computes layers in 16 bits with float32 "
+                   "weights, keypoint, Jacobian and warping math (mixed_float16 with loss scaling; default: float32)")
     p.set_defaults(func=cmd_train)
 
     for name, func, text in (("reconstruct", cmd_reconstruct, "reconstruct test videos from their first frame"),

@@ -59,6 +59,7 @@ class DenseMotionNetwork(keras.layers.Layer):
         align_corners=True,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # float32 interface under a mixed policy; the blocks inside follow it
         super().__init__(**kwargs)
         self.block_expansion = int(block_expansion)
         self.num_blocks = int(num_blocks)
@@ -84,8 +85,10 @@ class DenseMotionNetwork(keras.layers.Layer):
             name="hourglass",
         )
         features = self.hourglass.out_filters
-        self.mask = conv2d(features, self.num_kp + 1, 7, 3, name="mask")
-        self.occlusion = conv2d(features, 1, 7, 3, name="occlusion") if self.estimate_occlusion_map else None
+        # The heads compute in float32 under a mixed precision policy: softmax, deformation and occlusion stay exact.
+        self.mask = conv2d(features, self.num_kp + 1, 7, 3, name="mask", dtype="float32")
+        self.occlusion = (conv2d(features, 1, 7, 3, name="occlusion", dtype="float32")
+                          if self.estimate_occlusion_map else None)
 
     def build(self, input_shape=None):
         self.hourglass.build((None, None, None, self.in_features))

@@ -84,7 +84,7 @@ class SpectralConv2D(Conv2D):
 
     def normalized_kernel(self, training=False):
         """``W / sigma`` (HWIO); with ``training``, after one power iteration that updates ``u`` and ``v``."""
-        kernel = self.kernel
+        kernel = ops.cast(self.kernel, "float32")  # the power iteration runs in float32 under mixed precision
         u, v = self.u, self.v
         if training:
             frozen = ops.stop_gradient(kernel)
@@ -104,7 +104,8 @@ class SpectralConv2D(Conv2D):
         keras.layers.Layer.load_own_variables(self, store)
 
     def call(self, inputs, training=None):
-        outputs = self.convolution_op(inputs, self.normalized_kernel(bool(training)))
+        kernel = ops.cast(self.normalized_kernel(bool(training)), self.compute_dtype)  # 16 bits under mixed precision
+        outputs = self.convolution_op(inputs, kernel)
         if self.use_bias:
             outputs = outputs + self.bias
         return outputs
@@ -217,6 +218,7 @@ class Discriminator(keras.layers.Layer):
         kp_variance=KP_VARIANCE,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # float32 interface under a mixed policy; the blocks inside follow it
         super().__init__(**kwargs)
         self.num_channels = int(num_channels)
         self.block_expansion = int(block_expansion)
@@ -315,6 +317,7 @@ class MultiScaleDiscriminator(keras.Model):
         estimate_jacobian=False,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # float32 interface under a mixed policy; the blocks inside follow it
         super().__init__(**kwargs)
         self.scales = [int(s) if float(s) == int(s) else float(s) for s in scales]
         self.disc_params = {

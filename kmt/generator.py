@@ -24,7 +24,10 @@ def deform_input(inputs, deformation, align_corners=True):
     A deformation of another size is first resized bilinearly to ``(H, W)``
     (half-pixel centres, as ``F.interpolate(align_corners=False)``, whatever
     ``align_corners`` is); ``align_corners`` is the ``grid_sample`` convention.
+    The warp is computed in the deformation's dtype (float32, also under a
+    mixed precision policy: a 16-bit grid would misplace samples by pixels).
     """
+    inputs = ops.cast(inputs, deformation.dtype)
     h, w = inputs.shape[1:3]
     if tuple(deformation.shape[1:3]) != (h, w):
         deformation = resize_bilinear(deformation, (h, w))
@@ -76,6 +79,7 @@ class OcclusionAwareGenerator(keras.Model):
         align_corners=True,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # float32 interface under a mixed policy; the blocks inside follow it
         super().__init__(**kwargs)
         self.num_channels = int(num_channels)
         self.num_kp = int(num_kp)
@@ -111,7 +115,7 @@ class OcclusionAwareGenerator(keras.Model):
         self.bottleneck = [
             ResBlock2d(width(n), 3, 1, name=f"bottleneck_{i}") for i in range(self.num_bottleneck_blocks)
         ]
-        self.final = conv2d(self.block_expansion, self.num_channels, 7, 3, name="final")
+        self.final = conv2d(self.block_expansion, self.num_channels, 7, 3, name="final", dtype="float32")
 
     def build(self, input_shape=None):
         if input_shape is not None and input_shape[-1] not in (None, self.num_channels):

@@ -120,6 +120,7 @@ class KPDetector(keras.Model):
         pad=0,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # float32 interface under a mixed policy; the blocks inside follow it
         super().__init__(**kwargs)
         self.block_expansion = int(block_expansion)
         self.num_kp = int(num_kp)
@@ -149,7 +150,7 @@ class KPDetector(keras.Model):
             name="predictor",
         )
         features = self.predictor.out_filters
-        self.kp = conv2d(features, self.num_kp, 7, 0, name="kp")
+        self.kp = conv2d(features, self.num_kp, 7, 0, name="kp", dtype="float32")  # heads in float32 (mixed precision)
         self.num_jacobian_maps = 0
         self.jacobian = None
         if self.estimate_jacobian:
@@ -161,6 +162,7 @@ class KPDetector(keras.Model):
                 kernel_initializer="zeros",
                 bias_initializer="zeros",
                 name="jacobian",
+                dtype="float32",
             )
 
     def build(self, input_shape=None):

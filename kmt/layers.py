@@ -45,6 +45,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kmt import backend
 from kmt.warping import AntiAliasInterpolation2d, upsample_nearest_2x
 
 __all__ = [
@@ -128,9 +129,10 @@ def conv_nhwc(x, kernel, padding="valid"):
     """``keras.ops.conv(x, kernel, padding=padding)`` for NHWC ``x``, HWIO ``kernel``, stride 1.
 
     On the PyTorch backend ``keras.ops.conv`` copies the input to channels-first
-    and back for every convolution; this calls ``torch.nn.functional.conv2d``
-    on channels-last views of the same memory instead (the same numbers,
-    tested equal). Elsewhere it is ``keras.ops.conv``. Under
+    and back for every convolution; there this calls ``torch.nn.functional.conv2d``
+    on channels-last views of the same memory instead (``conv_nhwc`` of
+    ``kmt.backend.torch.ops``: the same numbers, tested equal). Elsewhere it is
+    ``keras.ops.conv``. Under
     :func:`convolution_dtype` the product is taken in that dtype.
     """
     if _convolution_dtype != "float32":
@@ -141,15 +143,10 @@ def conv_nhwc(x, kernel, padding="valid"):
 
 
 def _conv_nhwc(x, kernel, padding):
-    kh, kw = kernel.shape[:2]
-    if keras.backend.backend() != "torch" or (padding == "same" and (kh % 2 == 0 or kw % 2 == 0)):
-        return ops.conv(x, kernel, padding=padding)
-    import torch
-
-    x, kernel = ops.convert_to_tensor(x), ops.convert_to_tensor(kernel)
-    pad = (kh // 2, kw // 2) if padding == "same" else 0
-    out = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), kernel.permute(3, 2, 0, 1), padding=pad)
-    return out.permute(0, 2, 3, 1)
+    native = backend.load("ops").conv_nhwc
+    if native is not None:
+        return native(x, kernel, padding)
+    return ops.conv(x, kernel, padding=padding)
 
 
 @keras.saving.register_keras_serializable(package="kmt")
@@ -168,13 +165,16 @@ class Conv2D(keras.layers.Conv2D):
         return super().convolution_op(inputs, kernel)
 
 
-def conv2d(in_features, out_features, kernel_size, padding=0, name=None):
+def conv2d(in_features, out_features, kernel_size, padding=0, name=None, dtype=None):
     """A :class:`Conv2D` equivalent to ``nn.Conv2d(in, out, kernel_size, padding=padding)``.
 
     ``padding`` is the number of zeros added on each side, as in PyTorch; it
     must be 0 (``"valid"``) or ``kernel_size // 2`` for an odd kernel
     (``"same"``). Kernel and bias are drawn uniformly from
-    ``+-1/sqrt(in_features * kh * kw)``, PyTorch's default.
+    ``+-1/sqrt(in_features * kh * kw)``, PyTorch's default. ``dtype``: the
+    layer's Keras dtype policy (default: the global one); the output heads of
+    kmt's networks pass ``"float32"`` so that under a mixed policy keypoints,
+    Jacobians, masks and predictions are still computed in float32.
     """
     kh, kw = _pair(kernel_size, "kernel_size")
     ph, pw = _pair(padding, "padding")
@@ -195,6 +195,7 @@ def conv2d(in_features, out_features, kernel_size, padding=0, name=None):
         kernel_initializer=TorchUniform(bound),
         bias_initializer=TorchUniform(bound),
         name=name,
+        dtype=dtype,
     )
 
 
@@ -216,8 +217,10 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     In training the batch is normalised with its biased variance and the
     running variance is updated with the unbiased one, as PyTorch does; the
-    moments are computed in two passes (mean, then mean squared deviation).
-    In inference it is ``keras.layers.BatchNormalization``.
+    moments are computed in two passes (mean, then mean squared deviation),
+    over the global batch when training on several devices, as the
+    reference's ``SynchronizedBatchNorm2d`` does (``batch_moments`` of
+    ``kmt/backend/<name>/training.py``). In inference it is ``keras.layers.BatchNormalization``.
     """
 
     def __init__(self, momentum=0.9, epsilon=1e-5, **kwargs):
@@ -227,12 +230,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not (training and self.trainable) or mask is not None:
             return super().call(inputs, training=training, mask=mask)
         x = ops.cast(inputs, "float32")
-        mean = ops.mean(x, axis=self._reduction_axes)
-        variance = ops.mean(ops.square(x - mean), axis=self._reduction_axes)
-        count = 1
-        for axis in self._reduction_axes:
-            count = count * ops.shape(x)[axis]
-        count = ops.cast(count, "float32")
+        # Over the global batch when training on several devices (SynchronizedBatchNorm2d in the reference).
+        mean, variance, count = backend.load("training").batch_moments(x, self._reduction_axes)
         unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
@@ -245,9 +244,14 @@ class BatchNorm(keras.layers.BatchNormalization):
 
 
 def batch_norm_affine(norm):
-    """Inference BatchNorm as ``x * scale + shift``: ``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean * scale``."""
-    scale = norm.gamma * ops.rsqrt(norm.moving_variance + norm.epsilon)
-    return scale, norm.beta - norm.moving_mean * scale
+    """Inference BatchNorm as ``x * scale + shift``: ``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean * scale``.
+
+    Computed in float32, returned in the layer's compute dtype (16 bits under a mixed precision policy).
+    """
+    gamma, beta, mean, variance = (ops.cast(v, "float32") for v in
+                                   (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
+    scale = gamma * ops.rsqrt(variance + norm.epsilon)
+    return ops.cast(scale, norm.compute_dtype), ops.cast(beta - mean * scale, norm.compute_dtype)
 
 
 def fold_batch_norm(conv, norm):

@@ -21,6 +21,8 @@ import math
 import keras
 from keras import ops
 
+from kmt import backend
+
 __all__ = ["TorchAdam"]
 
 
@@ -70,27 +72,23 @@ class TorchAdam(keras.optimizers.Adam):
         self.assign_sub(variable, ops.divide(ops.multiply(m, lr / bias_correction_1), denominator))
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """On PyTorch, one fused update of all variables with ``torch._foreach_*`` (as ``torch.optim.Adam``)."""
-        if keras.backend.backend() != "torch" or self.amsgrad:
+        """One fused update of all variables where the backend has it (``fused_adam_update`` of
+        ``kmt.backend.<name>.ops``: PyTorch's ``torch._foreach_*``, as ``torch.optim.Adam``)."""
+        fused = backend.load("ops").fused_adam_update
+        if fused is None or self.amsgrad:
             return super()._backend_update_step(grads, trainable_variables, learning_rate)
-        import torch
-
-        with torch.no_grad():
-            step = float(ops.convert_to_numpy(self.iterations)) + 1.0
-            beta_1, beta_2 = float(self.beta_1), float(self.beta_2)
-            bias_correction_1, bias_correction_2 = 1.0 - beta_1**step, 1.0 - beta_2**step
-            indices = [self._get_variable_index(v) for v in trainable_variables]
-            weights = [v.value for v in trainable_variables]
-            first = [self._momentums[i].value for i in indices]
-            second = [self._velocities[i].value for i in indices]
-            grads = [g.to(w.dtype) for g, w in zip(grads, weights)]
-            torch._foreach_lerp_(first, grads, 1.0 - beta_1)
-            torch._foreach_mul_(second, beta_2)
-            torch._foreach_addcmul_(second, grads, grads, value=1.0 - beta_2)
-            denominator = torch._foreach_sqrt(second)
-            torch._foreach_div_(denominator, math.sqrt(bias_correction_2))
-            torch._foreach_add_(denominator, float(self.epsilon))
-            torch._foreach_addcdiv_(weights, first, denominator, value=-float(learning_rate) / bias_correction_1)
+        indices = [self._get_variable_index(v) for v in trainable_variables]
+        fused(
+            [v.value for v in trainable_variables],
+            [self._momentums[i].value for i in indices],
+            [self._velocities[i].value for i in indices],
+            grads,
+            learning_rate=float(learning_rate),
+            beta_1=float(self.beta_1),
+            beta_2=float(self.beta_2),
+            epsilon=float(self.epsilon),
+            step=float(ops.convert_to_numpy(self.iterations)) + 1.0,
+        )
 
     def moments(self, variable):
         """The ``(first, second)`` moment slots of ``variable`` (Keras variables; ``m``, ``v`` above).

@@ -5,18 +5,19 @@ Positions arrive in pixel units, already mapped by the padding rule:
 :func:`sample_bilinear` blends the four pixels around each position (zero
 outside the image) and :func:`sample_nearest` reads the nearest one.
 
-Everything is ``keras.ops`` except two row-level helpers, ``_take_rows`` (a
-gather) and ``_scatter_add_rows`` (its transpose), which use each backend's
-fastest equivalent; the tests compare every path with PyTorch. On TensorFlow
-and JAX the bilinear gradient is written by hand (:func:`_bilinear_backward`):
-XLA compiles it into a faster program than the one it derives itself
-(``benchmarks/warp.py`` measures it).
+Everything is ``keras.ops``. Two row-level helpers, ``_take_rows`` (a gather)
+and ``_scatter_add_rows`` (its transpose), use the backend's faster equivalent
+where ``kmt.backend.<name>.ops`` has one; the tests compare every path with
+PyTorch. Where that module says so (TensorFlow and JAX), the bilinear gradient
+is written by hand (:func:`_bilinear_backward`): XLA compiles it into a faster
+program than the one it derives itself (``benchmarks/warp.py`` measures it).
 """
 
 import math
 
-import keras
 from keras import ops
+
+from kmt import backend
 
 __all__ = ["sample_bilinear", "sample_nearest"]
 
@@ -122,33 +123,17 @@ def _bilinear_backward(image, ix, iy, upstream):
 
 def _take_rows(table, rows):
     """``table[rows]`` for int32 ``rows`` that are all valid row numbers of ``table``."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return table.at[rows].get(mode="promise_in_bounds")  # no bounds handling needed
-    if backend == "torch":
-        import torch
-
-        return torch.index_select(table, 0, rows)  # measured 5x faster than ops.take on 1M rows
+    fast = backend.load("ops").take_rows
+    if fast is not None:
+        return fast(table, rows)
     return ops.take(table, rows, axis=0)
 
 
 def _scatter_add_rows(num_rows, rows, updates):
     """``(num_rows, C)`` zeros with row ``updates[k][i]`` added at ``rows[k][i]``, for every k and i."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax.numpy as jnp
-
-        out = jnp.zeros((num_rows, updates[0].shape[1]), updates[0].dtype)
-        for index, update in zip(rows, updates):
-            out = out.at[index].add(update, mode="promise_in_bounds")
-        return out
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        out = tf.zeros((num_rows, updates[0].shape[1]), updates[0].dtype)
-        for index, update in zip(rows, updates):
-            out = tf.tensor_scatter_nd_add(out, index[:, None], update)
-        return out
+    fast = backend.load("ops").scatter_add_rows
+    if fast is not None:
+        return fast(num_rows, rows, updates)
     return ops.segment_sum(ops.concatenate(updates, axis=0), ops.concatenate(rows, axis=0), num_segments=num_rows)
 
 
@@ -179,12 +164,13 @@ def _in_batch_chunks(fn, *tensors):
 def sample_bilinear(image, ix, iy):
     """Bilinear sampling of ``image`` at pixel positions ``(ix, iy)``, zero outside the image.
 
-    On TensorFlow and JAX the gradient is written by hand (``_bilinear_backward``): it reads the
-    four corners again instead of keeping them from the forward pass and runs group by group of
-    images, which XLA compiles into a faster program than the gradient it derives itself
-    (``benchmarks/warp.py``). PyTorch's eager autograd is faster with its own.
+    Where the backend's ``custom_sampler_gradient`` says so (TensorFlow and JAX), the gradient
+    is written by hand (``_bilinear_backward``): it reads the four corners again instead of
+    keeping them from the forward pass and runs group by group of images, which XLA compiles
+    into a faster program than the gradient it derives itself (``benchmarks/warp.py``).
+    PyTorch's eager autograd is faster with its own.
     """
-    if keras.backend.backend() not in ("jax", "tensorflow"):
+    if not backend.load("ops").custom_sampler_gradient:
         return _bilinear_forward(image, ix, iy)
 
     @ops.custom_gradient

@@ -11,6 +11,11 @@ them into an update of the three networks on the current backend:
   included) inside ``jax.jit``;
 * PyTorch: autograd, eagerly.
 
+Those three live in ``kmt/backend/<name>/training.py``, beside each backend's
+data-parallel training on several devices (``devices=N``): the global batch is
+split evenly over the devices and every step computes what one device computes
+on the whole batch (BatchNorm statistics are taken over the global batch).
+
 Batches are NHWC float32 in [0, 1]; the random equivariance transform is
 sampled outside the step (:func:`kmt.losses.sample_transform_parameters`) so
 the step is a pure function of its inputs on every backend.
@@ -19,10 +24,11 @@ the step is a pure function of its inputs on every backend.
 import keras
 from keras import ops
 
+from kmt import backend
 from kmt import losses as L
 from kmt.warping import ImagePyramid
 
-__all__ = ["generator_losses", "discriminator_losses", "TrainStep"]
+__all__ = ["generator_losses", "discriminator_losses", "TrainStep", "apply_gradients"]
 
 
 def _detach(kp):
@@ -99,13 +105,6 @@ def _total(values):
     return sum(values.values())
 
 
-def _apply(optimizer, grads, variables):
-    """``optimizer.apply`` on the variables that received a gradient (as ``torch.optim`` skips the others)."""
-    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-    if pairs:
-        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-
-
 class TrainStep:
     """A compiled update of the keypoint detector and generator, then of the discriminator.
 
@@ -122,10 +121,14 @@ class TrainStep:
         vgg: the perceptual network, or ``None`` if the perceptual weights are zero.
         align_corners: the ``grid_sample`` convention of the equivariance warp.
         jit: compile the step (``True`` by default; ignored on PyTorch, which runs eagerly).
+        placement: the devices the step runs on, from
+            ``kmt.backend.load("training").placement(devices)``; the models,
+            optimizers and ``vgg`` must have been built inside its ``scope()``.
+            ``None``: one device.
     """
 
     def __init__(self, kp_detector, generator, discriminator, optimizers, train_params, num_channels,
-                 vgg=None, align_corners=True, jit=True):
+                 vgg=None, align_corners=True, jit=True, placement=None):
         self.train_params = train_params
         self.align_corners = align_corners
         self.use_gan = train_params["loss_weights"]["generator_gan"] != 0
@@ -155,150 +158,71 @@ class TrainStep:
         self.state_vars = [v for m in networks for v in m.variables if id(v) not in trainable_ids]
         # The frozen perceptual network: read, never written.
         self.const_vars = list(vgg.variables) if vgg is not None else []
-        self.backend = keras.backend.backend()
-        self._compiled = self._build(jit)
+        self.loss_scaled = isinstance(optimizers["kp_detector"], keras.optimizers.LossScaleOptimizer)
+        training = backend.load("training")
+        self.placement = placement if placement is not None else training.placement(1)
+        self._compiled = training.compile_train_step(self, self.placement, jit=jit)
 
-    def _transform(self, transform_params):
+    def transform(self, transform_params):
+        """The step's :class:`~kmt.losses.EquivarianceTransform` (``None`` when equivariance is off)."""
         return L.EquivarianceTransform.from_parameters(transform_params) if self.use_transform else None
 
-    def _generator_total(self, source, driving, transform_params):
+    def generator_total(self, source, driving, transform_params):
+        """``(sum of the weighted generator losses, the losses, the generator's outputs)``."""
         values, generated = generator_losses(
-            self.models, self.train_params, source, driving, self._transform(transform_params), self.align_corners
+            self.models, self.train_params, source, driving, self.transform(transform_params), self.align_corners
         )
         return _total(values), values, generated
 
-    def _discriminator_total(self, driving, generated):
+    def discriminator_total(self, driving, generated):
+        """``(weighted discriminator loss, {"disc_gan": it})`` on the real and generated frames."""
         values = discriminator_losses(
             self.models, self.train_params, driving, generated["prediction"], generated["kp_driving"]
         )
         return _total(values), values
 
-    # TensorFlow ---------------------------------------------------------------------------
-    def _tf_step(self, source, driving, transform_params):
-        import tensorflow as tf
+    def loss_scale(self, name, optimizer_values=None):
+        """What the loss of optimizer ``name`` is multiplied by before its gradients are taken.
 
-        with tf.GradientTape() as tape:
-            total, values, generated = self._generator_total(source, driving, transform_params)
-        grads = tape.gradient(total, self.kp_vars + self.gen_vars)
-        _apply(self.optimizers["kp_detector"], grads[: len(self.kp_vars)], self.kp_vars)
-        _apply(self.optimizers["generator"], grads[len(self.kp_vars):], self.gen_vars)
-        if self.use_gan:
-            with tf.GradientTape() as tape:
-                total, disc_values = self._discriminator_total(driving, generated)
-            _apply(self.optimizers["discriminator"], tape.gradient(total, self.disc_vars), self.disc_vars)
-            values.update(disc_values)
-        return values
+        Under ``mixed_float16`` the optimizers are ``keras.optimizers.LossScaleOptimizer``:
+        their dynamic scale (a variable; in a pure step, the entry of ``optimizer_values``,
+        the optimizer's variable values); otherwise 1.
+        """
+        optimizer = self.optimizers[name]
+        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return 1.0
+        if optimizer_values is None:
+            return optimizer.dynamic_scale
+        index = next(i for i, v in enumerate(optimizer.variables) if v is optimizer.dynamic_scale)
+        return optimizer_values[index]
 
-    # JAX ------------------------------------------------------------------------------------
-    def _jax_pure(self):
-        import jax
+    def skip_together(self, grads):
+        """Under loss scaling, a non-finite gradient anywhere on the generator side makes both of its optimizers
+        skip the step (and halve their scales): one scaled loss feeds both, so their scales must stay equal."""
+        if not self.loss_scaled:
+            return grads
+        finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None]))
+        return [None if g is None else ops.where(finite, g, float("nan")) for g in grads]
 
-        kp_opt, gen_opt, disc_opt = (self.optimizers[n] for n in ("kp_detector", "generator", "discriminator"))
-        gen_side = self.kp_vars + self.gen_vars
-
-        def generator_part(trainable, frozen, constants, source, driving, transform_params):
-            mapping = list(zip(gen_side, trainable)) + list(zip(self.disc_vars + self.state_vars, frozen))
-            mapping += list(zip(self.const_vars, constants))
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                total, values, generated = self._generator_total(source, driving, transform_params)
-            state = [scope.get_current_value(v) for v in self.state_vars]
-            kept = {"prediction": generated["prediction"], "kp_driving": generated["kp_driving"]}
-            return total, (values, kept, state)
-
-        def discriminator_part(trainable, frozen, driving, generated):
-            mapping = list(zip(self.disc_vars, trainable)) + list(zip(gen_side + self.state_vars, frozen))
-            with keras.StatelessScope(state_mapping=mapping) as scope:
-                total, values = self._discriminator_total(driving, generated)
-            state = [scope.get_current_value(v) for v in self.state_vars]
-            return total, (values, state)
-
-        def step(values, constants, source, driving, transform_params):
-            kp_w, gen_w, disc_w, state, kp_o, gen_o, disc_o = values
-            (_, (losses, generated, state)), grads = jax.value_and_grad(generator_part, has_aux=True)(
-                kp_w + gen_w, disc_w + state, constants, source, driving, transform_params
-            )
-            kp_w, kp_o = kp_opt.stateless_apply(kp_o, grads[: len(kp_w)], kp_w)
-            gen_w, gen_o = gen_opt.stateless_apply(gen_o, grads[len(kp_w):], gen_w)
-            if self.use_gan:
-                (_, (disc_losses, state)), grads = jax.value_and_grad(discriminator_part, has_aux=True)(
-                    disc_w, kp_w + gen_w + state, driving, generated
-                )
-                disc_w, disc_o = disc_opt.stateless_apply(disc_o, grads, disc_w)
-                losses = {**losses, **disc_losses}
-            return (kp_w, gen_w, disc_w, state, kp_o, gen_o, disc_o), losses
-
-        return step
-
-    def _jax_variable_groups(self):
-        return (
-            self.kp_vars, self.gen_vars, self.disc_vars, self.state_vars,
-            self.optimizers["kp_detector"].variables,
-            self.optimizers["generator"].variables,
-            self.optimizers["discriminator"].variables,
-        )
-
-    # PyTorch --------------------------------------------------------------------------------
-    def _torch_update(self, total, variables, optimizer):
-        import torch
-
-        for variable in variables:
-            variable.value.grad = None
-        total.backward()
-        grads = [variable.value.grad for variable in variables]
-        with torch.no_grad():
-            if isinstance(optimizer, _Joint):
-                optimizer.apply(grads, variables)
-            else:
-                _apply(optimizer, grads, variables)
-
-    def _torch_step(self, source, driving, transform_params):
-        total, values, generated = self._generator_total(source, driving, transform_params)
-        self._torch_update(total, self.kp_vars + self.gen_vars, _Joint(self.optimizers, len(self.kp_vars)))
-        if self.use_gan:
-            # The generator's graph is spent; the discriminator reads its outputs as constants.
-            total, disc_values = self._discriminator_total(driving, generated)
-            self._torch_update(total, self.disc_vars, self.optimizers["discriminator"])
-            values.update(disc_values)
-        return values
-
-    def _build(self, jit):
-        if self.backend == "tensorflow":
-            import tensorflow as tf
-
-            return tf.function(self._tf_step, jit_compile=bool(jit))
-        if self.backend == "jax":
-            import jax
-
-            step = self._jax_pure()
-            return jax.jit(step) if jit else step
-        if self.backend == "torch":
-            return self._torch_step
-        raise RuntimeError(f"kmt trains on tensorflow, jax and torch; the Keras backend is {self.backend!r}.")
+    def apply_generator_side(self, grads):
+        """Apply the gradients of ``kp_vars + gen_vars`` with their two optimizers."""
+        split = len(self.kp_vars)
+        apply_gradients(self.optimizers["kp_detector"], grads[:split], self.kp_vars)
+        apply_gradients(self.optimizers["generator"], grads[split:], self.gen_vars)
 
     def __call__(self, source, driving, transform_params):
-        """Run one step on NHWC float32 arrays; returns ``{loss name: float}``."""
-        source = ops.convert_to_tensor(source, "float32")
-        driving = ops.convert_to_tensor(driving, "float32")
-        transform_params = {k: ops.convert_to_tensor(v, "float32") for k, v in (transform_params or {}).items()}
-        if self.backend == "jax":
-            groups = self._jax_variable_groups()
-            values = tuple([v.value for v in group] for group in groups)
-            constants = [v.value for v in self.const_vars]
-            new_values, losses = self._compiled(values, constants, source, driving, transform_params)
-            for group, new in zip(groups, new_values):
-                for variable, value in zip(group, new):
-                    variable.assign(value)
-        else:
-            losses = self._compiled(source, driving, transform_params)
+        """Run one step on NHWC float32 arrays (the global batch); returns ``{loss name: float}``."""
+        batch = len(source)
+        if len(driving) != batch:
+            raise ValueError(f"`source` and `driving` must hold the same number of frames; got {batch} and "
+                             f"{len(driving)}.")
+        self.placement.check_batch(batch)
+        losses = self._compiled(source, driving, dict(transform_params or {}))
         return {name: float(ops.convert_to_numpy(value)) for name, value in losses.items()}
 
 
-class _Joint:
-    """Applies one gradient list to the keypoint detector's and the generator's optimizers."""
-
-    def __init__(self, optimizers, split):
-        self.optimizers, self.split = optimizers, split
-
-    def apply(self, grads, variables):
-        _apply(self.optimizers["kp_detector"], grads[: self.split], variables[: self.split])
-        _apply(self.optimizers["generator"], grads[self.split:], variables[self.split:])
+def apply_gradients(optimizer, grads, variables):
+    """``optimizer.apply`` on the variables that received a gradient (as ``torch.optim`` skips the others)."""
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    if pairs:
+        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])

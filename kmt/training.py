@@ -19,6 +19,7 @@ the step. A run killed at any point and resumed from its last checkpoint ends
 with the same weights and optimiser state as an uninterrupted run.
 """
 
+import contextlib
 import csv
 import inspect
 import itertools
@@ -28,15 +29,17 @@ import time
 import keras
 import numpy as np
 
+from kmt import backend
 from kmt import checkpoint as ckpt
 from kmt.config import build_models, load_config
 from kmt.losses import VGG19Features, sample_transform_parameters, vgg_layers_needed
 from kmt.optimizers import TorchAdam
 from kmt.train_step import TrainStep
 
-__all__ = ["Trainer", "learning_rate_at", "OPTIMIZER_NAMES"]
+__all__ = ["Trainer", "learning_rate_at", "OPTIMIZER_NAMES", "PRECISIONS"]
 
 OPTIMIZER_NAMES = ("kp_detector", "generator", "discriminator")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 _LEARNING_RATE_KEYS = {"kp_detector": "lr_kp_detector", "generator": "lr_generator", "discriminator": "lr_discriminator"}
 
 
@@ -73,10 +76,24 @@ class Trainer:
         jit: compile the training step (default; PyTorch runs eagerly).
         image_size: ``(height, width)`` recorded in checkpoints (default: the
             config's ``dataset_params.frame_shape``).
+        devices: how many devices train (data parallel), or ``"all"``: the
+            config's ``batch_size`` is the global batch, split evenly over them,
+            and each step computes what one device computes on the whole batch
+            (BatchNorm statistics included). JAX uses
+            ``keras.distribution.DataParallel``, TensorFlow
+            ``tf.distribute.MirroredStrategy``; PyTorch trains on one device.
+            Checkpoints do not depend on it: a run may resume on another count.
+        precision: ``"float32"``, or a Keras mixed precision policy,
+            ``"mixed_bfloat16"`` or ``"mixed_float16"``: the networks' layers
+            compute in 16 bits with float32 weights, while their output heads
+            (keypoints, Jacobians, masks, occlusion, prediction), the warps and
+            the losses stay in float32; under ``"mixed_float16"`` every
+            optimizer is a ``keras.optimizers.LossScaleOptimizer`` (dynamic
+            loss scaling). A run resumes with the precision it started with.
     """
 
     def __init__(self, config, log_dir, resume=None, vgg=None, align_corners=True, seed=0, jit=True, image_size=None,
-                 init_from=None, vgg_weights=None):
+                 init_from=None, vgg_weights=None, devices=1, precision="float32"):
         if vgg is not None and vgg_weights is not None:
             raise ValueError("Give `vgg` (a built perceptual network) or `vgg_weights` (weights to build it "
                              f"from), not both; got vgg_weights={vgg_weights!r}.")
@@ -98,6 +115,23 @@ class Trainer:
         os.makedirs(self.log_dir, exist_ok=True)
         ckpt.remove_partial_files(self.log_dir)  # left by a process killed while writing a checkpoint
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        self.precision = precision
+        self.placement = backend.load("training").placement(devices)
+        batch_size = self.train_params.get("batch_size")
+        if self.placement.count > 1 and isinstance(batch_size, int) and batch_size % self.placement.count:
+            raise ValueError(f"train_params.batch_size is {batch_size}, which does not split evenly over "
+                             f"{self.placement.count} devices: the batch size is the global batch and must be a "
+                             "multiple of `devices`.")
+        with self.placement.scope(), _dtype_policy(precision):
+            self._build(vgg, vgg_weights, jit)
+        if resume:
+            self.restore(os.path.join(self.log_dir, "last.kmt") if resume is True else resume)
+        if init_from:
+            self.initialize_from(init_from)
+
+    def _build(self, vgg, vgg_weights, jit):
         keras.utils.set_random_seed(self.seed)
         self.models = build_models(self.config, align_corners=self.align_corners)
         self.optimizers = {
@@ -105,6 +139,9 @@ class Trainer:
             name: TorchAdam(self.train_params[_LEARNING_RATE_KEYS[name]], beta_1=0.5, beta_2=0.999)
             for name in OPTIMIZER_NAMES
         }
+        if self.precision == "mixed_float16":
+            self.optimizers = {name: keras.optimizers.LossScaleOptimizer(optimizer)
+                               for name, optimizer in self.optimizers.items()}
         layers = vgg_layers_needed(self.train_params["loss_weights"]["perceptual"])
         if layers and vgg is None:
             vgg = VGG19Features(num_layers=layers) if vgg_weights is None else VGG19Features(
@@ -120,11 +157,8 @@ class Trainer:
             vgg=self.vgg,
             align_corners=self.align_corners,
             jit=jit,
+            placement=self.placement,
         )
-        if resume:
-            self.restore(os.path.join(self.log_dir, "last.kmt") if resume is True else resume)
-        if init_from:
-            self.initialize_from(init_from)
 
     # Checkpoints ------------------------------------------------------------------------------
     @property
@@ -135,6 +169,7 @@ class Trainer:
     def save(self, path):
         """Write a training checkpoint (weights, optimiser state, epoch, step within it, log) to ``path``."""
         training = {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "seed": self.seed,
+                    "precision": self.precision,
                     "history": self.history,
                     "epoch_progress": self._progress.state() if self._progress is not None else None}
         return ckpt.save(
@@ -148,6 +183,11 @@ class Trainer:
         if loaded.training is None:
             raise ValueError(f"{path!r} holds weights only (no training state); it cannot be resumed. To start "
                              "a new run from its weights, use `init_from` (`kmt train --init-from`).")
+        saved_precision = loaded.training.get("precision", "float32")
+        if saved_precision != self.precision:
+            raise ValueError(f"{path!r} was trained with precision {saved_precision!r}; resume it with the same "
+                             f"`precision` (got {self.precision!r}), or start a new run from its weights with "
+                             "`init_from`.")
         self._copy_weights(loaded, path)
         for name, optimizer in self.optimizers.items():
             values = loaded.optimizer_values.get(name, [])
@@ -317,6 +357,17 @@ class Trainer:
         figure.savefig(path, dpi=80)
         plt.close(figure)
         return path
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    """Layers built inside take the Keras dtype policy ``name``; the global policy is restored afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _batches_from(batches_for_epoch, epoch, start):

@@ -8,7 +8,8 @@ Conventions kept by every function here:
   top-left pixel when ``align_corners=True`` (its outer corner when ``False``);
 * every function is written with ``keras.ops``, so it runs and differentiates
   on the TensorFlow, JAX and PyTorch backends (the sampling kernels of
-  :mod:`kmt.sampling` use each backend's own row gather and scatter-add).
+  :mod:`kmt.sampling` use a backend's own row gather and scatter-add where
+  ``kmt.backend.<name>.ops`` has them, and :func:`grid_sample` PyTorch's own op).
 """
 
 import math
@@ -17,6 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kmt import backend
 from kmt.sampling import sample_bilinear, sample_nearest
 
 __all__ = [
@@ -164,17 +166,9 @@ def grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corner
     image = ops.convert_to_tensor(image)
     grid = ops.convert_to_tensor(grid)
     _check_grid_sample_args(image, grid, mode, padding_mode)
-    if _native_grid_sample_available():
-        import torch
-
-        out = torch.nn.functional.grid_sample(
-            image.permute(0, 3, 1, 2),
-            grid.to(image.dtype),
-            mode=mode,
-            padding_mode=padding_mode,
-            align_corners=align_corners,
-        )
-        return out.permute(0, 2, 3, 1)
+    native = backend.load("ops").native_grid_sample
+    if native is not None:
+        return native(image, grid, mode, padding_mode, align_corners)
     return _grid_sample_keras(image, grid, mode, padding_mode, align_corners)
 
 
@@ -199,7 +193,8 @@ def grid_sample_implementation():
 
 
 def _native_grid_sample_available():
-    return keras.backend.backend() == "torch"
+    """Whether the backend has its own ``grid_sample`` (``native_grid_sample`` of its ops module)."""
+    return backend.load("ops").native_grid_sample is not None
 
 
 def _grid_sample_keras(image, grid, mode, padding_mode, align_corners):
@@ -286,6 +281,7 @@ class AntiAliasInterpolation2d(keras.layers.Layer):
     """
 
     def __init__(self, channels, scale, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # images are resampled in float32, also under a mixed policy
         super().__init__(**kwargs)
         if not 0 < scale <= 1:
             raise ValueError(f"`scale` must be in (0, 1]; got {scale!r}.")
@@ -336,6 +332,7 @@ class ImagePyramid(keras.layers.Layer):
     """
 
     def __init__(self, scales, channels, **kwargs):
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.scales = [float(s) if float(s) != int(s) else int(s) for s in scales]
         self.channels = int(channels)

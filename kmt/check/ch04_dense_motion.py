@@ -2,13 +2,12 @@
 
 import functools
 
-import keras
 import numpy as np
 from keras import ops
 
 from kmt import motion
 from kmt.check.core import Exercise, as_array, checker, compare_judge
-from kmt.compile import compile_function
+from kmt.compile import compile_where_eager_compiles
 from kmt.dense_motion import DenseMotionNetwork
 
 __all__ = ["dense_motion_inputs", "hard_deformation"]
@@ -34,7 +33,7 @@ def _motion_case(rng, batch, size, num_kp, channels):
         return motion.heatmap_representations(size, kp_driving, kp_source), deformed, motions, inputs
 
     # One compiled call on JAX, whose op-by-op mode would compile every primitive for every shape.
-    compute = compile_function(compute, jit=keras.backend.backend() == "jax")
+    compute = compile_where_eager_compiles(compute)
     source = rng.random((batch,) + tuple(size) + (channels,), dtype="float32")
     kp_driving, kp_source = _random_keypoints(rng, batch, num_kp), _random_keypoints(rng, batch, num_kp)
     heatmaps, deformed, motions, inputs = compute(source, *kp_driving.values(), *kp_source.values())

@@ -7,14 +7,14 @@ import numpy as np
 
 from kmt import generator, warping
 from kmt.check.core import Exercise, as_array, checker, compare_judge
-from kmt.compile import compile_function
+from kmt.compile import compile_where_eager_compiles
 
 __all__ = ["feature_warp", "encoder_shapes"]
 
 
 def _compiled(fn):
     """``fn`` compiled on JAX, whose op-by-op mode would compile every primitive for every shape."""
-    return compile_function(fn, jit=keras.backend.backend() == "jax")
+    return compile_where_eager_compiles(fn)
 
 
 _deform = _compiled(generator.deform_input)
