@@ -105,3 +105,23 @@ def read_result(name):
     if not path.exists():
         return f"*No recorded result `{name}` yet: run `make benchmarks` to measure this machine.*"
     return re.sub(r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", path.read_text(), flags=re.M)
+
+
+def table(header, rows, caption=None):
+    """An HTML table (``IPython.display.HTML``) of ``rows`` under ``header``, for a chapter's output.
+
+    Cells are shown with ``str``; numbers are right-aligned. Markdown tables in outputs are
+    not rendered as tables by the book's builder, HTML tables are.
+    """
+    import html
+
+    from IPython.display import HTML
+
+    def cell(tag, value):
+        align = ' style="text-align: right"' if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        return f"<{tag}{align}>{html.escape(str(value))}</{tag}>"
+
+    head = "".join(cell("th", h) for h in header)
+    body = "".join("<tr>" + "".join(cell("td", v) for v in row) + "</tr>" for row in rows)
+    title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return HTML(f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

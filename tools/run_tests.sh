@@ -6,6 +6,8 @@
 #              the student edition and the autograder (instructor version full marks, student
 #              edition zero: every chapter is graded twice, about half a minute each);
 #   unit       the kmt unit tests, once per Keras backend (TensorFlow, JAX, PyTorch), one process each;
+#   multidevice  training on 2 and 4 virtual CPU devices equals training on one, and runs resume
+#              across device counts (JAX and TensorFlow; each count in a process that splits the CPU);
 #   notebooks  every chapter under nbval, at the size KMT_SIZE names (smoke by default);
 #   site       the site built with Sphinx warnings as errors, at the same size;
 #   browser    every page of that site in headless Chromium (Debian's, installed with apt-get when
@@ -39,6 +41,13 @@ run_unit() {
   done
 }
 
+run_multidevice() {
+  for backend in jax tensorflow; do
+    step "several devices on the $backend backend (virtual CPU devices)"
+    KERAS_BACKEND=$backend "${PYTEST[@]}" tests/multidevice
+  done
+}
+
 run_notebooks() {
   step "chapters under nbval (KMT_SIZE=$KMT_SIZE)"
   KERAS_BACKEND=tensorflow "${PYTEST[@]}" --nbval-lax --nbval-current-env \
@@ -67,11 +76,11 @@ run_browser() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(repo unit notebooks site browser)
+[ ${#steps[@]} -gt 0 ] || steps=(repo unit multidevice notebooks site browser)
 for name in "${steps[@]}"; do
   case "$name" in
-    repo | unit | notebooks | site | browser) "run_$name" ;;
-    *) echo "unknown step '$name': expected repo, unit, notebooks, site or browser" >&2; exit 2 ;;
+    repo | unit | multidevice | notebooks | site | browser) "run_$name" ;;
+    *) echo "unknown step '$name': expected repo, unit, multidevice, notebooks, site or browser" >&2; exit 2 ;;
   esac
 done
 step "done"

@@ -40,6 +40,9 @@ NOT_RUN = {
         "needs a folder of the reader's videos (my_videos/)",
     "kmt train --config vox-256 --data data/mine --log-dir log/mine": "needs data/mine (the reader's videos) and "
                                                                       "days of training on a GPU",
+    "KERAS_BACKEND=jax kmt train --config vox-256 --data data/mine --log-dir log/mine --devices all --precision "
+    "mixed_bfloat16": "needs data/mine (the reader's videos) and GPUs; tests/multidevice and tests/unit/test_devices.py "
+                      "train on several devices and in mixed precision",
     "kmt evaluate --data data/mine --checkpoint log/mine/last.kmt --evaluators faces":
         "needs data/mine and the model trained on it",
     "kmt animate --source face.png --driving talk-256.mp4 --checkpoint vox-256.kmt --relative --adapt-scale "
@@ -52,6 +55,8 @@ NOT_RUN = {
 
 SHORTENED = {
     "kmt train --config synthetic-faces-64 --log-dir log/faces": "--epochs 1 --steps-per-epoch 1 --no-jit",
+    "KERAS_BACKEND=tensorflow kmt train --config synthetic-faces-64 --log-dir log/two --cpu-devices 2 --devices 2":
+        "--epochs 1 --steps-per-epoch 1",
 }
 
 # What the runnable commands must print (a substring of stdout), besides exiting with 0.

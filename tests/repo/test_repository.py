@@ -1,6 +1,7 @@
 """Repository checks that do not depend on the Keras backend (run once, not per backend)."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -103,17 +104,70 @@ def test_gpu_workflow_is_a_valid_github_workflow():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_gpu_workflow_runs_the_nbval_step_at_full_size_on_a_gpu_runner():
+def _workflow_job():
     workflow = yaml.safe_load(WORKFLOW.read_text())
     (job,) = workflow["jobs"].values()
+    return workflow, job
+
+
+def _run_workflow_step(name, cwd, path_dirs):
+    """Run the step called ``name`` as GitHub's runner does: its script in the shell the workflow names.
+
+    GitHub documents the Linux templates: ``shell: bash`` runs ``bash --noprofile --norc -eo pipefail
+    {0}``; with no ``shell`` it runs ``bash -e {0}`` (no pipefail).
+    """
+    workflow, job = _workflow_job()
+    (step,) = [s for s in job["steps"] if s.get("name") == name]
+    shell = step.get("shell") or job.get("defaults", {}).get("run", {}).get("shell") or \
+        workflow.get("defaults", {}).get("run", {}).get("shell")
+    flags = ["--noprofile", "--norc", "-eo", "pipefail"] if shell == "bash" else ["-e"]
+    script = Path(cwd) / "step.sh"
+    script.write_text(step["run"])
+    env = dict(os.environ, PATH=os.pathsep.join([*map(str, path_dirs), os.environ["PATH"]]), **job.get("env", {}))
+    return subprocess.run(["bash", *flags, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _stub(folder, name, body):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("#!/usr/bin/env bash\n" + body + "\n")
+    path.chmod(0o755)
+
+
+def test_gpu_workflow_runs_the_full_size_chapters_on_a_gpu_runner():
+    _, job = _workflow_job()
     assert {"self-hosted", "gpu"} <= set(job["runs-on"])
     assert job["env"]["KMT_SIZE"] == "full"
-    runs = [step.get("run", "") for step in job["steps"]]
-    assert any("make test-notebooks KMT_SIZE=full" in run for run in runs)
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test-notebooks:.*\n.*run_tests\.sh notebooks", makefile, re.M)
-    script = (ROOT / "tools" / "run_tests.sh").read_text()
-    assert "--nbval-lax --nbval-current-env" in script
+
+
+@pytest.mark.parametrize("make_status", [0, 1])
+def test_gpu_workflow_fails_when_a_chapter_fails(tmp_path, make_status):
+    """The nbval step pipes make into tee: a failing make must fail the step, a passing one pass it."""
+    stubs = tmp_path / "bin"
+    _stub(stubs, "make", f'echo "make $*"; echo "1 failed, 24 passed" >&2; exit {make_status}')
+    result = _run_workflow_step("Chapters under nbval at the full size", tmp_path, [stubs])
+    assert (result.returncode != 0) == (make_status != 0), result.stdout + result.stderr
+    log = next(tmp_path.glob("*.log")).read_text()
+    assert "make test-notebooks KMT_SIZE=full" in log and "1 failed" in log
+
+
+def test_gpu_workflow_fails_without_a_gpu(tmp_path):
+    """No driver: nvidia-smi fails the step. A driver but no GPU visible to TensorFlow: the GPU check fails it."""
+    stubs = tmp_path / "bin"
+    _stub(stubs, "nvidia-smi", 'echo "NVIDIA-SMI has failed because it could not communicate with the driver"; exit 9')
+    result = _run_workflow_step("Require a GPU", tmp_path, [stubs])
+    assert result.returncode == 9, result.stdout + result.stderr
+
+    _stub(stubs, "nvidia-smi", 'echo "GPU 0: stub"')
+    _stub(tmp_path / ".venv" / "bin", "python", f'exec "{sys.executable}" "$@"')  # this machine has no GPU
+    (tmp_path / "tools").mkdir()
+    shutil.copy(ROOT / "tools" / "require_gpu.py", tmp_path / "tools")
+    result = _run_workflow_step("Require a GPU", tmp_path, [stubs])
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "sees no GPU" in result.stderr
 
 
 def test_kmt_configs_and_package_metadata():

@@ -4,7 +4,9 @@ The step is ``jax.value_and_grad`` of a pure function of every variable
 (``keras.StatelessScope`` maps the models' weights, BatchNorm statistics,
 spectral-norm vectors and the frozen perceptual network to the values passed
 in), followed by the three optimizers' ``stateless_apply``; the new values of
-all of them come back and are assigned.
+all of them come back and are assigned. Under ``precision="mixed_float16"`` the
+losses are multiplied by the loss scale read from the optimizers' variable values
+passed in, so the scale is state of the pure function like everything else.
 
 Several devices (:class:`DataParallel`): the models and optimizers are built
 inside a ``keras.distribution.DataParallel`` scope, which places one copy of

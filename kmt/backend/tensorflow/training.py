@@ -15,6 +15,9 @@ consecutive samples, runs the same step function on each device, and
 * reports each loss as the mean of the devices' means (equal slices: the
   global mean).
 
+Under ``precision="mixed_float16"`` each loss is also multiplied by its
+optimizer's dynamic loss scale (:meth:`kmt.train_step.TrainStep.loss_scale`).
+
 The replicated step runs as a graph without XLA: the cross-device sums of the
 strategy do not compile into one XLA program on every device kind.
 """
@@ -51,7 +54,7 @@ class Mirrored(Placement):
 
     def __init__(self, names):
         super().__init__(names)
-        self.strategy = tf.distribute.MirroredStrategy(self.names)
+        self.strategy = _strategy(tuple(self.names))
 
     def scope(self):
         return self.strategy.scope()
@@ -68,6 +71,26 @@ class Mirrored(Placement):
             return array[start:start + share]
 
         return self.strategy.experimental_distribute_values_from_function(piece)
+
+
+_STRATEGIES = {}
+
+
+def _strategy(names):
+    """The process's ``MirroredStrategy`` over ``names``, made once.
+
+    A second strategy over other devices in the same process breaks TensorFlow's
+    collective operations (their group keys restart at 1 for every strategy, and a
+    group of 4 devices then collides with the group of 2 made first), so that is refused.
+    """
+    if names not in _STRATEGIES:
+        if _STRATEGIES:
+            (existing,) = _STRATEGIES
+            raise RuntimeError(f"This process already trains on {len(existing)} devices ({', '.join(existing)}); "
+                               f"TensorFlow serves one set of devices per process with MirroredStrategy. Train on "
+                               f"{len(names)} devices in a new process.")
+        _STRATEGIES[names] = tf.distribute.MirroredStrategy(list(names))
+    return _STRATEGIES[names]
 
 
 def placement(devices):

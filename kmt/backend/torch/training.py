@@ -1,5 +1,8 @@
 """Training on PyTorch: the step runs eagerly with autograd, on one device.
 
+Under ``precision="mixed_float16"`` each loss is multiplied by its optimizer's
+dynamic loss scale before ``backward()``.
+
 Several devices are not offered on this backend: Keras has no engine for them
 on PyTorch (``keras.distribution`` is JAX-only), and kmt does not write one.
 ``placement(N)`` with ``N > 1`` says so and names the backends that do
