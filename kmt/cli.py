@@ -115,6 +115,10 @@ def cmd_train(args):
     trainer = Trainer(config, args.log_dir, resume=args.resume or None, seed=args.seed, jit=not args.no_jit,
                       init_from=args.init_from, vgg_weights=args.vgg_weights, devices=args.devices,
                       precision=args.precision)
+    placement = trainer.placement
+    if placement.count > 1:
+        share = config["train_params"]["batch_size"] // placement.count
+        print(f"Data parallel on {placement.count} devices ({', '.join(placement.names)}), {share} samples each.")
     # A resumed run keeps the seed it was started with (the checkpoint's), whatever --seed says.
     batches_for_epoch, steps = training_batches(config, seed=trainer.seed, steps_per_epoch=args.steps_per_epoch)
     trainer.train(batches_for_epoch, steps, num_epochs=args.epochs, save_every=args.save_every)

@@ -18,21 +18,15 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from helpers import TINY_MODEL_PARAMS  # noqa: E402
+
 GLOBAL_BATCH = 4
 SIZE = 32
 CONFIG = {
     "dataset_params": {"root_dir": "unused", "frame_shape": [SIZE, SIZE, 3]},
-    "model_params": {
-        "common_params": {"num_kp": 3, "num_channels": 3, "estimate_jacobian": True},
-        "kp_detector_params": {"temperature": 0.1, "block_expansion": 4, "max_features": 16,
-                               "scale_factor": 0.5, "num_blocks": 2},
-        "generator_params": {"block_expansion": 4, "max_features": 16, "num_down_blocks": 1,
-                             "num_bottleneck_blocks": 1, "estimate_occlusion_map": True,
-                             "dense_motion_params": {"block_expansion": 4, "max_features": 16,
-                                                     "num_blocks": 2, "scale_factor": 0.5}},
-        "discriminator_params": {"scales": [1], "block_expansion": 4, "max_features": 16,
-                                 "num_blocks": 2, "sn": True, "use_kp": True},
-    },
+    "model_params": {**TINY_MODEL_PARAMS, "discriminator_params": {
+        **TINY_MODEL_PARAMS["discriminator_params"], "sn": True, "use_kp": True}},
     "train_params": {"num_epochs": 1, "num_repeats": 1, "epoch_milestones": [],
                      "lr_generator": 2e-4, "lr_discriminator": 2e-4, "lr_kp_detector": 2e-4,
                      "batch_size": GLOBAL_BATCH, "scales": [1, 0.5], "checkpoint_freq": 1,
