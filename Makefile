@@ -70,6 +70,7 @@ benchmarks: $(DEV_STAMP)
 	$(PY) benchmarks/animate.py --config synthetic-faces-64 --size 64 --frames 32 --repeats 10 $(OFFICIAL)
 	$(PY) benchmarks/animate_process.py --rounds 3 --phases $(OFFICIAL) $(if $(OFFICIAL_PYTHONPATH),--official-pythonpath $(OFFICIAL_PYTHONPATH))
 	$(PY) benchmarks/train_step.py $(OFFICIAL) $(OFFICIAL_SCRIPT)
+	$(PY) benchmarks/train_scale.py
 
 clean:
 	rm -rf _build
