@@ -37,11 +37,6 @@ __all__ = [
 TPS_EPSILON = 1e-6
 
 
-def _float32(x):
-    """Losses are taken in float32, also on the 16-bit feature maps of a mixed precision policy."""
-    return ops.cast(x, "float32")
-
-
 def sample_transform_parameters(rng, batch_size, sigma_affine, sigma_tps=None, points_tps=None):
     """Random parameters of the equivariance transform, as the reference draws them.
 
@@ -202,20 +197,22 @@ def perceptual_loss(vgg, generated_pyramid, real_pyramid, layer_weights):
         real = vgg(real_pyramid[key])
         for weight, a, b in zip(layer_weights, fake, real):
             if weight:
-                total = total + weight * ops.mean(ops.abs(_float32(a) - ops.stop_gradient(_float32(b))))
+                a, b = ops.cast(a, "float32"), ops.cast(b, "float32")  # 16-bit features under mixed precision
+                total = total + weight * ops.mean(ops.abs(a - ops.stop_gradient(b)))
     return total
 
 
 def generator_gan_loss(generated_maps):
     """LSGAN generator loss: sum over scales of mean (1 - D(G))^2 (``prediction_map_<s>`` keys)."""
     keys = [k for k in generated_maps if k.startswith("prediction_map_")]
-    return sum(ops.mean((1.0 - _float32(generated_maps[k])) ** 2) for k in keys)
+    return sum(ops.mean((1.0 - ops.cast(generated_maps[k], "float32")) ** 2) for k in keys)
 
 
 def discriminator_gan_loss(real_maps, generated_maps):
     """LSGAN discriminator loss: sum over scales of mean((1 - D(real))^2 + D(fake)^2)."""
     keys = [k for k in real_maps if k.startswith("prediction_map_")]
-    return sum(ops.mean((1.0 - _float32(real_maps[k])) ** 2 + _float32(generated_maps[k]) ** 2) for k in keys)
+    real, fake = ({k: ops.cast(maps[k], "float32") for k in keys} for maps in (real_maps, generated_maps))
+    return sum(ops.mean((1.0 - real[k]) ** 2 + fake[k] ** 2) for k in keys)
 
 
 def feature_matching_losses(real_maps, generated_maps):
@@ -223,6 +220,7 @@ def feature_matching_losses(real_maps, generated_maps):
     keys = [k for k in real_maps if k.startswith("feature_maps_")]
     per_layer = None
     for key in keys:
-        values = [ops.mean(ops.abs(_float32(a) - _float32(b))) for a, b in zip(real_maps[key], generated_maps[key])]
+        pairs = zip(real_maps[key], generated_maps[key])
+        values = [ops.mean(ops.abs(ops.cast(a, "float32") - ops.cast(b, "float32"))) for a, b in pairs]
         per_layer = values if per_layer is None else [p + v for p, v in zip(per_layer, values)]
     return per_layer or []
