@@ -19,9 +19,13 @@ import importlib
 
 import keras
 
-__all__ = ["SUPPORTED_BACKENDS", "load", "name", "split_cpu"]
+__all__ = ["SUPPORTED_BACKENDS", "OPS_NAMES", "load", "name", "split_cpu"]
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
+# What every ``kmt.backend.<name>.ops`` defines: a function, a flag, or ``None`` where the model
+# module's own ``keras.ops`` code is used.
+OPS_NAMES = ("take_rows", "scatter_add_rows", "custom_sampler_gradient", "native_grid_sample", "conv_nhwc",
+             "compile_function", "fused_adam_update", "eager_compiles_each_op")
 
 
 def name():

@@ -21,16 +21,9 @@ import jax
 import jax.numpy as jnp
 import keras
 
-__all__ = [
-    "take_rows",
-    "scatter_add_rows",
-    "custom_sampler_gradient",
-    "native_grid_sample",
-    "conv_nhwc",
-    "compile_function",
-    "fused_adam_update",
-    "eager_compiles_each_op",
-]
+from kmt.backend import OPS_NAMES
+
+__all__ = list(OPS_NAMES)  # every backend's ops module defines the same names
 
 native_grid_sample = None
 conv_nhwc = None
