@@ -1,4 +1,4 @@
-"""Animating a still image with a driving video (chapter 7).
+"""Animating a still image with a driving video (chapter 8).
 
 The model moves the source image so that its keypoints follow the driving
 video's. How the driving keypoints are mapped onto the source is the choice of

@@ -1,4 +1,4 @@
-"""Official FOMM weights in kmt models, and back (chapter 8).
+"""Official FOMM weights in kmt models, and back (chapter 9).
 
 The official PyTorch code stores each network as a ``state_dict``: a mapping
 from names such as ``predictor.encoder.down_blocks.0.conv.weight`` to tensors.

@@ -1,4 +1,4 @@
-"""Evaluating a model on a dataset the way the paper does (chapter 7): the protocol around the measures.
+"""Evaluating a model on a dataset the way the paper does (chapter 8): the protocol around the measures.
 
 Every test video is reconstructed from its own first frame with *absolute* keypoints (as
 the reference's ``reconstruction.py``), so the result should be the video itself; the

@@ -1,4 +1,4 @@
-"""The evaluator networks behind AKD, MKR and AED (chapter 7), trained on synthetic ground truth.
+"""The evaluator networks behind AKD, MKR and AED (chapter 8), trained on synthetic ground truth.
 
 The paper measures animations with networks trained for something else: a face or pose
 landmark detector (AKD, MKR) and an identity network (AED). kmt has no real data, so it

@@ -1,4 +1,4 @@
-"""Real-face evaluators (chapter 8): dlib's face detector, its 68 face landmarks and its face descriptor.
+"""Real-face evaluators (chapter 9): dlib's face detector, its 68 face landmarks and its face descriptor.
 
 The paper measures AKD and MKR on faces with a pretrained face-landmark detector and AED
 with a face-identity network. :class:`FaceEvaluators` gives kmt's measures the same for

@@ -1,4 +1,4 @@
-"""Measuring animation quality the way the paper does (chapter 7): L1, AKD, MKR and AED.
+"""Measuring animation quality the way the paper does (chapter 8): L1, AKD, MKR and AED.
 
 Video reconstruction: every test video is animated from its own first frame with
 *absolute* keypoints (as the reference's ``reconstruction.py``), so the result should be

@@ -1,4 +1,4 @@
-"""Training FOMM (chapter 6): the loop of the reference's ``train.py``, on any Keras backend.
+"""Training FOMM (chapter 7): the loop of the reference's ``train.py``, on any Keras backend.
 
 :class:`Trainer` owns the three networks, their three Adam optimisers
 (``betas = (0.5, 0.999)``), the learning-rate milestones and the checkpoints.

@@ -33,7 +33,7 @@ NOT_RUN = {
     "kmt convert vox-cpk.pth.tar --config vox-256.yaml --out vox-256.kmt":
         "needs vox-cpk.pth.tar, the official checkpoint (a download); tests/unit/test_convert.py converts official "
         "state dicts",
-    # Chapter 8: the reader's own footage and photos, and the official weights.
+    # Chapter 9: the reader's own footage and photos, and the official weights.
     "kmt crop talk.mp4 --out talk-256.mp4 --size 256": "needs a real video of the reader's (talk.mp4)",
     "kmt crop --image photo.jpg --out face.png --size 256": "needs a photo of the reader's (photo.jpg)",
     "kmt prepare my_videos/ --out data/mine --crop face --size 256 --split-by identity":

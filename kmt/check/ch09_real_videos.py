@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 8, "Real videos, your data, the official weights"."""
+"""Checkers for the exercises of chapter 9, "Real videos, your data, the official weights"."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 7, "Animation and evaluation"."""
+"""Checkers for the exercises of chapter 8, "Animation and evaluation"."""
 
 import numpy as np
 
