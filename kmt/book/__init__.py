@@ -85,7 +85,7 @@ def repository_root():
     for folder in (here, *here.parents):
         if (folder / "_toc.yml").exists():
             return folder
-    package_parent = Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parents[2]
     if (package_parent / "_toc.yml").exists():
         return package_parent
     raise FileNotFoundError(
