@@ -5,8 +5,10 @@ Every module is built, and explained, by one chapter of the book:
 =========================================  ======================================
 module                                     chapter
 =========================================  ======================================
-``kmt.warping``, ``kmt.sampling``          1. Coordinates and warping
-``kmt.layers``, ``kmt.keypoints``          2. Keypoints as heatmaps
+``kmt.coordinates``, ``kmt.warping``,      1. Coordinates and warping
+``kmt.sampling``
+``kmt.layers``, ``kmt.fast_layers``,       2. Keypoints as heatmaps
+``kmt.keypoints``
 ``kmt.motion``                             3. First-order motion
 ``kmt.dense_motion``                       4. Dense motion
 ``kmt.generator``                          5. The occlusion-aware generator
@@ -33,8 +35,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "animation", "archive", "book", "check", "checkpoint", "cli", "compile", "config", "convert", "crop", "data", "dense_motion",
-    "discriminator", "evaluation", "evaluator_training", "evaluators", "face_evaluators", "generator", "keypoints", "layers", "losses", "media",
+    "animation", "archive", "book", "check", "checkpoint", "cli", "compile", "config", "convert", "coordinates", "crop", "data", "dense_motion",
+    "discriminator", "evaluation", "evaluator_training", "evaluators", "face_evaluators", "fast_layers", "generator", "keypoints", "layers", "losses", "media",
     "metrics", "motion", "prepare", "pretrained", "sampling", "train_step", "training", "training_data", "visualize", "warping",
 }
 _SHORTCUTS = {"grid_sample": "warping", "make_coordinate_grid": "warping"}

@@ -21,7 +21,7 @@ frames NHWC float32 in [0, 1].
 import numpy as np
 from keras import ops
 
-from kmt.losses import _inverse_2x2
+from kmt.coordinates import inverse_2x2
 
 __all__ = ["convex_hull_area", "normalize_kp", "normalized_shape", "find_best_frame", "face_alignment_landmarks",
            "best_driving_frame", "Animator", "animate", "animate_to_file"]
@@ -78,7 +78,7 @@ def normalize_kp(kp_source, kp_driving, kp_driving_initial, adapt_movement_scale
         displacement = ops.subtract(kp_driving["value"], kp_driving_initial["value"]) * scale
         new["value"] = displacement + kp_source["value"]
         if use_relative_jacobian and "jacobian" in kp_driving:
-            change = ops.matmul(kp_driving["jacobian"], _inverse_2x2(ops.convert_to_tensor(kp_driving_initial["jacobian"])))
+            change = ops.matmul(kp_driving["jacobian"], inverse_2x2(kp_driving_initial["jacobian"]))
             new["jacobian"] = ops.matmul(change, kp_source["jacobian"])
     return new
 
@@ -200,7 +200,7 @@ class Animator:
             for one frame per call and its oneDNN graph for batches, the faster of the two
             at 1 and at 8 frames per call in ``benchmarks/animate.py`` (both exact in float32).
         convolutions: ``"float32"`` (exact) or ``"bfloat16"``: the convolutions
-            in bfloat16 (:func:`kmt.layers.convolution_dtype`), faster on CPUs
+            in bfloat16 (:func:`kmt.fast_layers.convolution_dtype`), faster on CPUs
             that multiply bfloat16 in hardware, about 1e-2 from float32. On
             TensorFlow it compiles without XLA, whose CPU convolutions do not
             use those instructions.
@@ -211,7 +211,7 @@ class Animator:
 
     def __init__(self, kp_detector, generator, batch_size=8, jit=True, convolutions="float32", cache_source=True):
         from kmt.compile import compile_function
-        from kmt.layers import convolution_dtype
+        from kmt.fast_layers import convolution_dtype
 
         if convolutions not in ("float32", "bfloat16"):
             raise ValueError(f"`convolutions` must be 'float32' or 'bfloat16'; got {convolutions!r}.")

@@ -18,6 +18,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kmt.coordinates import hourglass_width
 from kmt.keypoints import KP_VARIANCE, kp2gaussian
 from kmt.layers import Conv2D, TorchUniform, conv2d
 
@@ -58,7 +59,7 @@ def _normalize(vector):
 
 @keras.saving.register_keras_serializable(package="kmt")
 class SpectralConv2D(Conv2D):
-    """:class:`~kmt.layers.Conv2D` whose kernel is divided by its largest singular value, as ``nn.utils.spectral_norm``.
+    """:class:`~kmt.fast_layers.Conv2D` whose kernel is divided by its largest singular value, as ``nn.utils.spectral_norm``.
 
     The kernel ``W`` (HWIO, ``kh x kw x I x O``) is seen as the matrix mapping
     ``(kh, kw, I)`` inputs to ``O`` outputs. Two non-trainable vectors track
@@ -230,7 +231,7 @@ class Discriminator(keras.layers.Layer):
         self.kp_variance = float(kp_variance)
         self.in_features = self.num_channels + self.num_kp * self.use_kp
         widths = [self.in_features] + [
-            min(self.max_features, self.block_expansion * 2 ** (i + 1)) for i in range(self.num_blocks)
+            hourglass_width(self.block_expansion, self.max_features, i + 1) for i in range(self.num_blocks)
         ]
         self.down_blocks = [
             DiscriminatorBlock(

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kmt.coordinates import pixels_per_unit
 from kmt.data.synthetic import TEST_OFFSET, get_family, render_frames, sample_identity, sample_motion
 from kmt.evaluators import Evaluators, IdentityEmbedding, LandmarkDetector, save_evaluators, train_command
 from kmt.layers import TorchUniform
@@ -119,7 +120,7 @@ def _batches(sampler, batch_size, steps, seed, target, hidden_weight=0.25):
 
 
 def _keypoint_loss(size):
-    scale = ops.convert_to_tensor([(size[1] - 1) / 2.0, (size[0] - 1) / 2.0], "float32")
+    scale = ops.convert_to_tensor(pixels_per_unit(*size), "float32")
 
     def loss(y_true, y_pred):
         weight = y_true[..., 2]
@@ -200,8 +201,7 @@ def landmark_accuracy(evaluators, num_frames=512, seed=0):
     sampler = FrameSampler(evaluators.family, evaluators.image_size, 1024, 1024, seed, "test")
     batch = sampler.batch(0, num_frames)
     keypoints, visibility = evaluators.detect(batch["frames"])
-    h, w = evaluators.image_size
-    error = np.linalg.norm((keypoints - batch["keypoints"]) * [(w - 1) / 2.0, (h - 1) / 2.0], axis=-1)
+    error = np.linalg.norm((keypoints - batch["keypoints"]) * pixels_per_unit(*evaluators.image_size), axis=-1)
     visible = batch["visible"]
     return {"pixel_error": float(error[visible].mean()), "pixel_error_p95": float(np.percentile(error[visible], 95)),
             "visibility_accuracy": float(np.mean((visibility > 0.5) == visible)),

@@ -57,6 +57,8 @@ import os
 
 import numpy as np
 
+from kmt.coordinates import to_normalized
+
 __all__ = ["FaceEvaluators", "face_landmarks", "compression_floor", "model_path", "FAMILY", "DESCRIPTION",
            "NUM_LANDMARKS", "DESCRIPTOR_SIZE", "SAME_PERSON_DISTANCE", "INSTALL_HINT"]
 
@@ -224,7 +226,7 @@ class FaceEvaluators:
         height, width = frames.shape[1:3]
         for index, frame in enumerate(frames):
             face = self._analyse(frame)
-            keypoints[index] = 2.0 * face.pixels / np.array([width - 1, height - 1]) - 1.0
+            keypoints[index] = to_normalized(face.pixels, height, width)
             visibility[index] = float(face.found)
         return keypoints, visibility
 

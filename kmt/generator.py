@@ -11,6 +11,7 @@ blocks, a 7 x 7 convolution and a sigmoid give the predicted frame.
 import keras
 from keras import ops
 
+from kmt.coordinates import hourglass_width
 from kmt.dense_motion import DenseMotionNetwork
 from kmt.layers import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d, conv2d
 from kmt.warping import grid_sample, resize_bilinear
@@ -32,10 +33,6 @@ def deform_input(inputs, deformation, align_corners=True):
     if tuple(deformation.shape[1:3]) != (h, w):
         deformation = resize_bilinear(deformation, (h, w))
     return grid_sample(inputs, deformation, align_corners=align_corners)
-
-
-def _width(block_expansion, max_features, level):
-    return min(max_features, block_expansion * 2**level)
 
 
 @keras.saving.register_keras_serializable(package="kmt")
@@ -102,7 +99,7 @@ class OcclusionAwareGenerator(keras.Model):
                 name="dense_motion_network",
                 **self.dense_motion_params,
             )
-        width = lambda level: _width(self.block_expansion, self.max_features, level)  # noqa: E731
+        width = lambda level: hourglass_width(self.block_expansion, self.max_features, level)  # noqa: E731
         self.first = SameBlock2d(self.num_channels, self.block_expansion, 7, 3, name="first")
         self.down_blocks = [
             DownBlock2d(width(i), width(i + 1), 3, 1, name=f"down_block_{i}")
@@ -160,7 +157,7 @@ class OcclusionAwareGenerator(keras.Model):
             expected = (
                 source_image.shape[1] // factor,
                 source_image.shape[2] // factor,
-                _width(self.block_expansion, self.max_features, self.num_down_blocks),
+                hourglass_width(self.block_expansion, self.max_features, self.num_down_blocks),
             )
             if tuple(source_features.shape[1:]) != expected:
                 raise ValueError(

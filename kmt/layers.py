@@ -23,22 +23,14 @@ batch variance), so a model trained from scratch starts where the reference
 starts. The anti-aliased downsampling used before the keypoint detector and
 the dense motion network is :class:`kmt.warping.AntiAliasInterpolation2d`.
 
-Three rewrites make inference faster and compute the same function (the
-tests compare them with PyTorch): in inference (``training=False``) a
-BatchNorm that follows a convolution is folded into its kernel and bias
-(:func:`fold_batch_norm`) where the feature map outweighs the kernel; :class:`UpBlock2d` convolves the low-resolution
-image once per output phase instead of the upsampled one
-(:func:`upsample_conv3x3`); on the PyTorch backend convolutions skip the
-layout copies of ``keras.ops.conv`` (:func:`conv_nhwc`).
-
-Inside ``with convolution_dtype("bfloat16"):`` those convolutions run in
-bfloat16 (inputs and kernels cast, results cast back to float32); everything
-else stays float32. It trades about three significant digits for speed where
-the CPU multiplies bfloat16 in hardware (oneDNN on TensorFlow's graph mode
-and on PyTorch); it is for inference, not for training or parity.
+The blocks state what they compute; the faster ways to compute the same
+function (BatchNorm folded into the convolution in inference, the upsampling
+and convolution of :class:`UpBlock2d` as one phase convolution, PyTorch's
+native channels-last convolution, bfloat16 convolutions) live in
+:mod:`kmt.fast_layers`, and the blocks call them: :func:`~kmt.fast_layers.conv_norm_relu`
+is ``relu(norm(conv(x)))``, whichever way it is computed.
 """
 
-import contextlib
 import math
 
 import keras
@@ -46,30 +38,50 @@ import numpy as np
 from keras import ops
 
 from kmt import backend
-from kmt.warping import AntiAliasInterpolation2d, upsample_nearest_2x
+from kmt.coordinates import hourglass_width
+from kmt.fast_layers import (
+    Conv2D,
+    batch_norm_affine,
+    batch_norm_relu,
+    conv_nhwc,
+    conv_norm_relu,
+    convolution_dtype,
+    fold_batch_norm,
+    residual_conv_norm_relu,
+    upsample_conv3x3,
+    upsample_conv_norm_relu,
+)
+from kmt.warping import AntiAliasInterpolation2d
 
 __all__ = [
     "TorchUniform",
-    "conv_nhwc",
-    "convolution_dtype",
-    "Conv2D",
     "conv2d",
-    "upsample_conv3x3",
+    "int_pair",
+    "check_channels",
+    "feature_shape",
     "BatchNorm",
-    "batch_norm_affine",
-    "fold_batch_norm",
+    "ConvNormBlock",
     "SameBlock2d",
     "DownBlock2d",
     "UpBlock2d",
     "ResBlock2d",
+    "HourglassPart",
     "Encoder",
     "Decoder",
     "Hourglass",
     "AntiAliasInterpolation2d",
+    # Computed in kmt.fast_layers, importable from here too.
+    "Conv2D",
+    "conv_nhwc",
+    "convolution_dtype",
+    "upsample_conv3x3",
+    "batch_norm_affine",
+    "fold_batch_norm",
 ]
 
 
-def _pair(value, name):
+def int_pair(value, name):
+    """``(value, value)`` for an int, else ``value`` as a pair of ints; ``name`` is the argument named in errors."""
     if isinstance(value, int):
         return (value, value)
     value = tuple(int(v) for v in value)
@@ -92,77 +104,15 @@ class TorchUniform(keras.initializers.Initializer):
     def __init__(self, bound, seed=None):
         self.bound = float(bound)
         self.seed = seed
-        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def __call__(self, shape, dtype=None):
-        rng = self._rng if self._rng is not None else np.random
+        rng = self.rng if self.rng is not None else np.random
         values = rng.uniform(-self.bound, self.bound, size=tuple(shape))
         return ops.convert_to_tensor(values, dtype=dtype or "float32")
 
     def get_config(self):
         return {"bound": self.bound, "seed": self.seed}
-
-
-_CONVOLUTION_DTYPES = ("float32", "bfloat16")
-_convolution_dtype = "float32"
-
-
-@contextlib.contextmanager
-def convolution_dtype(dtype):
-    """Run :func:`conv_nhwc` (every stride-1 convolution of kmt's networks) in ``dtype`` inside the block.
-
-    ``dtype`` is ``"float32"`` (the default, exact) or ``"bfloat16"``. Compiled
-    functions take the setting in force when they are traced, so trace them
-    inside the block.
-    """
-    global _convolution_dtype
-    if dtype not in _CONVOLUTION_DTYPES:
-        raise ValueError(f"`dtype` must be one of {_CONVOLUTION_DTYPES}; got {dtype!r}.")
-    previous, _convolution_dtype = _convolution_dtype, dtype
-    try:
-        yield
-    finally:
-        _convolution_dtype = previous
-
-
-def conv_nhwc(x, kernel, padding="valid"):
-    """``keras.ops.conv(x, kernel, padding=padding)`` for NHWC ``x``, HWIO ``kernel``, stride 1.
-
-    On the PyTorch backend ``keras.ops.conv`` copies the input to channels-first
-    and back for every convolution; there this calls ``torch.nn.functional.conv2d``
-    on channels-last views of the same memory instead (``conv_nhwc`` of
-    ``kmt.backend.torch.ops``: the same numbers, tested equal). Elsewhere it is
-    ``keras.ops.conv``. Under
-    :func:`convolution_dtype` the product is taken in that dtype.
-    """
-    if _convolution_dtype != "float32":
-        out_dtype = x.dtype
-        low = _conv_nhwc(ops.cast(x, _convolution_dtype), ops.cast(kernel, _convolution_dtype), padding)
-        return ops.cast(low, out_dtype)
-    return _conv_nhwc(x, kernel, padding)
-
-
-def _conv_nhwc(x, kernel, padding):
-    native = backend.load("ops").conv_nhwc
-    if native is not None:
-        return native(x, kernel, padding)
-    return ops.conv(x, kernel, padding=padding)
-
-
-@keras.saving.register_keras_serializable(package="kmt")
-class Conv2D(keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` whose stride-1 NHWC convolutions run through :func:`conv_nhwc`."""
-
-    def convolution_op(self, inputs, kernel):
-        plain = (
-            tuple(self.strides) == (1, 1)
-            and tuple(self.dilation_rate) == (1, 1)
-            and self.groups == 1
-            and self.data_format == "channels_last"
-        )
-        if plain:
-            return conv_nhwc(inputs, kernel, self.padding)
-        return super().convolution_op(inputs, kernel)
 
 
 def conv2d(in_features, out_features, kernel_size, padding=0, name=None, dtype=None):
@@ -176,8 +126,8 @@ def conv2d(in_features, out_features, kernel_size, padding=0, name=None, dtype=N
     kmt's networks pass ``"float32"`` so that under a mixed policy keypoints,
     Jacobians, masks and predictions are still computed in float32.
     """
-    kh, kw = _pair(kernel_size, "kernel_size")
-    ph, pw = _pair(padding, "padding")
+    kh, kw = int_pair(kernel_size, "kernel_size")
+    ph, pw = int_pair(padding, "padding")
     if (ph, pw) == (0, 0):
         mode = "valid"
     elif (ph, pw) == (kh // 2, kw // 2) and kh % 2 == 1 and kw % 2 == 1:
@@ -199,7 +149,8 @@ def conv2d(in_features, out_features, kernel_size, padding=0, name=None, dtype=N
     )
 
 
-def _check_channels(layer, input_shape, expected):
+def check_channels(layer, input_shape, expected):
+    """Raise a ``ValueError`` naming ``layer`` if ``input_shape`` does not end with ``expected`` channels."""
     if input_shape is not None and input_shape[-1] is not None and input_shape[-1] != expected:
         raise ValueError(
             f"{type(layer).__name__} '{layer.name}' expects {expected} input channels "
@@ -207,7 +158,8 @@ def _check_channels(layer, input_shape, expected):
         )
 
 
-def _feature_shape(channels):
+def feature_shape(channels):
+    """``(None, None, None, channels)``: the shape a block builds for, any batch and image size."""
     return (None, None, None, channels)
 
 
@@ -243,103 +195,22 @@ class BatchNorm(keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
-def batch_norm_affine(norm):
-    """Inference BatchNorm as ``x * scale + shift``: ``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean * scale``.
-
-    Computed in float32, returned in the layer's compute dtype (16 bits under a mixed precision policy).
-    """
-    gamma, beta, mean, variance = (ops.cast(v, "float32") for v in
-                                   (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
-    scale = gamma * ops.rsqrt(variance + norm.epsilon)
-    return ops.cast(scale, norm.compute_dtype), ops.cast(beta - mean * scale, norm.compute_dtype)
-
-
-def fold_batch_norm(conv, norm):
-    """Kernel and bias of ``conv`` followed by inference-mode ``norm``, as one convolution.
-
-    ``norm(conv(x)) = conv(x, kernel * scale) + (bias - mean) * scale + beta``
-    with ``scale = gamma / sqrt(var + eps)``: one pass over the output instead of two.
-    """
-    scale, shift = batch_norm_affine(norm)
-    return conv.kernel * scale, conv.bias * scale + shift
-
-
-def _batch_statistics(norm, training):
-    return bool(training) and norm.trainable
-
-
-def _folding_pays(x, conv):
-    # A folded kernel is a new kernel-sized tensor every call: worth it when the feature map the
-    # BatchNorm would otherwise rescale is the larger of the two (not at the coarse, wide levels).
-    h, w = x.shape[1:3]
-    kh, kw, cin, _ = conv.kernel.shape
-    return h is not None and w is not None and h * w >= kh * kw * cin
-
-
-# Row (or column) weights of the two output phases of "nearest x2 then 3-tap conv": output row 2i
-# reads low-resolution rows i-1 (tap 0) and i (taps 1 + 2); row 2i + 1 reads rows i (taps 0 + 1)
-# and i + 1 (tap 2). Indexed [phase, low-resolution tap, kernel tap].
-_PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]], [[1, 1, 0], [0, 0, 1]]], "float32")
-
-
-def upsample_conv3x3(x, kernel):
-    """``conv(upsample_nearest_2x(x), kernel)`` ("same" 3 x 3, no bias) without the upsampled image.
-
-    Every output pixel of a 3 x 3 convolution of a nearest-upsampled image
-    reads only a 2 x 2 block of ``x``: which block, and which kernel taps add
-    up, depends on the pixel's phase (its row and column parity). So the four
-    phases are one 2 x 2 convolution of ``x`` with ``4 * out`` channels,
-    interleaved afterwards: 16 instead of 36 multiply-adds per input pixel and
-    channel pair, and no 4x larger intermediate image. ``x`` is
-    ``(B, H, W, in)``, ``kernel`` ``(3, 3, in, out)``; returns ``(B, 2H, 2W, out)``.
-    """
-    h, w, cin = x.shape[1:]
-    cout = kernel.shape[-1]
-    taps = ops.convert_to_tensor(_PHASE_TAPS, dtype=kernel.dtype)
-    phase_kernels = ops.einsum("aph,bqw,hwio->pqiabo", taps, taps, kernel)
-    phase_kernels = ops.reshape(phase_kernels, (2, 2, cin, 4 * cout))
-    padded = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    phases = conv_nhwc(padded, phase_kernels, padding="valid")  # (B, H + 1, W + 1, 4 * out)
-    phases = ops.reshape(phases, (-1, h + 1, w + 1, 2, 2, cout))
-    rows = [ops.stack([phases[:, a:a + h, b:b + w, a, b] for b in (0, 1)], axis=3) for a in (0, 1)]
-    return ops.reshape(ops.stack(rows, axis=2), (-1, 2 * h, 2 * w, cout))
-
-
-def _worth_phases(x):
-    # Below ~32 x 32 inputs the kernels outweigh the pixels, and the 16/9 larger phase kernels cost
-    # more than the multiply-adds they save.
-    h, w = x.shape[1:3]
-    return h is not None and w is not None and h * w >= 1024
-
-
-class _ConvNormBlock(keras.layers.Layer):
-    """Shared plumbing of the conv + BatchNorm + ReLU blocks."""
+class ConvNormBlock(keras.layers.Layer):
+    """What the conv + BatchNorm + ReLU blocks share: arguments, sublayers ``conv`` and ``norm``, config."""
 
     def __init__(self, in_features, out_features, kernel_size=3, padding=1, **kwargs):
         super().__init__(**kwargs)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.padding = _pair(padding, "padding")
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.padding = int_pair(padding, "padding")
         self.conv = conv2d(self.in_features, self.out_features, self.kernel_size, self.padding, name="conv")
         self.norm = BatchNorm(name="norm")
 
     def build(self, input_shape=None):
-        _check_channels(self, input_shape, self.in_features)
-        self.conv.build(_feature_shape(self.in_features))
-        self.norm.build(_feature_shape(self.out_features))
-
-    def _conv_norm_relu(self, x, training, convolution=None):
-        """``relu(norm(convolution(x, kernel) + bias))``; in inference BatchNorm is folded into the kernel."""
-        convolution = convolution or self.conv.convolution_op
-        if _batch_statistics(self.norm, training):
-            out = convolution(x, self.conv.kernel) + self.conv.bias
-            return ops.relu(self.norm(out, training=training))
-        if not _folding_pays(x, self.conv):
-            scale, shift = batch_norm_affine(self.norm)
-            return ops.relu((convolution(x, self.conv.kernel) + self.conv.bias) * scale + shift)
-        kernel, bias = fold_batch_norm(self.conv, self.norm)
-        return ops.relu(convolution(x, kernel) + bias)
+        check_channels(self, input_shape, self.in_features)
+        self.conv.build(feature_shape(self.in_features))
+        self.norm.build(feature_shape(self.out_features))
 
     def get_config(self):
         return {
@@ -352,34 +223,32 @@ class _ConvNormBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kmt")
-class SameBlock2d(_ConvNormBlock):
+class SameBlock2d(ConvNormBlock):
     """Conv, BatchNorm, ReLU: ``(B, H, W, in_features) -> (B, H, W, out_features)``."""
 
     def call(self, x, training=None):
-        return self._conv_norm_relu(x, training)
+        return conv_norm_relu(self.conv, self.norm, x, training)  # relu(norm(conv(x)))
 
 
 @keras.saving.register_keras_serializable(package="kmt")
-class DownBlock2d(_ConvNormBlock):
+class DownBlock2d(ConvNormBlock):
     """Conv, BatchNorm, ReLU, 2 x 2 average pool: ``(B, H, W, in) -> (B, H//2, W//2, out)``."""
 
     def call(self, x, training=None):
-        out = self._conv_norm_relu(x, training)
+        out = conv_norm_relu(self.conv, self.norm, x, training)  # relu(norm(conv(x)))
         return ops.average_pool(out, pool_size=2, strides=2, padding="valid")
 
 
 @keras.saving.register_keras_serializable(package="kmt")
-class UpBlock2d(_ConvNormBlock):
+class UpBlock2d(ConvNormBlock):
     """Nearest x2 upsampling, conv, BatchNorm, ReLU: ``(B, H, W, in) -> (B, 2H, 2W, out)``.
 
     From 32 x 32 inputs up, the upsampling and the 3 x 3 convolution run as one
-    :func:`upsample_conv3x3` (the same numbers, about half the work).
+    :func:`~kmt.fast_layers.upsample_conv3x3` (the same numbers, about half the work).
     """
 
     def call(self, x, training=None):
-        if self.kernel_size == (3, 3) and self.padding == (1, 1) and _worth_phases(x):
-            return self._conv_norm_relu(x, training, upsample_conv3x3)
-        return self._conv_norm_relu(upsample_nearest_2x(x), training)
+        return upsample_conv_norm_relu(self.conv, self.norm, x, training)  # relu(norm(conv(upsample(x))))
 
 
 @keras.saving.register_keras_serializable(package="kmt")
@@ -392,8 +261,8 @@ class ResBlock2d(keras.layers.Layer):
     def __init__(self, in_features, kernel_size=3, padding=1, **kwargs):
         super().__init__(**kwargs)
         self.in_features = int(in_features)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.padding = _pair(padding, "padding")
+        self.kernel_size = int_pair(kernel_size, "kernel_size")
+        self.padding = int_pair(padding, "padding")
         n = self.in_features
         self.norm1 = BatchNorm(name="norm1")
         self.conv1 = conv2d(n, n, self.kernel_size, self.padding, name="conv1")
@@ -401,23 +270,14 @@ class ResBlock2d(keras.layers.Layer):
         self.conv2 = conv2d(n, n, self.kernel_size, self.padding, name="conv2")
 
     def build(self, input_shape=None):
-        _check_channels(self, input_shape, self.in_features)
-        shape = _feature_shape(self.in_features)
+        check_channels(self, input_shape, self.in_features)
+        shape = feature_shape(self.in_features)
         for layer in (self.norm1, self.conv1, self.norm2, self.conv2):
             layer.build(shape)
 
     def call(self, x, training=None):
-        if _batch_statistics(self.norm1, training):
-            out = self.norm1(x, training=training)
-        else:
-            scale, shift = batch_norm_affine(self.norm1)
-            out = x * scale + shift
-        out = ops.relu(out)
-        if _batch_statistics(self.norm2, training) or not _folding_pays(out, self.conv1):
-            out = ops.relu(self.norm2(self.conv1(out), training=training))
-        else:  # BatchNorm folded into conv1 (see fold_batch_norm)
-            kernel, bias = fold_batch_norm(self.conv1, self.norm2)
-            out = ops.relu(self.conv1.convolution_op(out, kernel) + bias)
+        out = batch_norm_relu(self.norm1, x, training)  # relu(norm1(x))
+        out = residual_conv_norm_relu(self.conv1, self.norm2, out, training)  # relu(norm2(conv1(out)))
         return self.conv2(out) + x
 
     def get_config(self):
@@ -429,7 +289,7 @@ class ResBlock2d(keras.layers.Layer):
         }
 
 
-class _HourglassPart(keras.layers.Layer):
+class HourglassPart(keras.layers.Layer):
     """The arguments and config shared by :class:`Encoder`, :class:`Decoder` and :class:`Hourglass`."""
 
     def __init__(self, block_expansion, in_features, num_blocks=3, max_features=256, **kwargs):
@@ -441,7 +301,7 @@ class _HourglassPart(keras.layers.Layer):
 
     def width(self, level):
         """Channels at ``level`` (0: the input resolution): ``min(max_features, block_expansion * 2**level)``."""
-        return min(self.max_features, self.block_expansion * 2**level)
+        return hourglass_width(self.block_expansion, self.max_features, level)
 
     def get_config(self):
         return {
@@ -454,7 +314,7 @@ class _HourglassPart(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kmt")
-class Encoder(_HourglassPart):
+class Encoder(HourglassPart):
     """The hourglass encoder: ``num_blocks`` :class:`DownBlock2d`, block ``i`` with ``width(i + 1)`` channels.
 
     ``call(x)`` returns the list ``[x, down_1, ..., down_n]`` of every
@@ -469,9 +329,9 @@ class Encoder(_HourglassPart):
         ]
 
     def build(self, input_shape=None):
-        _check_channels(self, input_shape, self.in_features)
+        check_channels(self, input_shape, self.in_features)
         for block in self.down_blocks:
-            block.build(_feature_shape(block.in_features))
+            block.build(feature_shape(block.in_features))
 
     def call(self, x, training=None):
         outs = [x]
@@ -481,7 +341,7 @@ class Encoder(_HourglassPart):
 
 
 @keras.saving.register_keras_serializable(package="kmt")
-class Decoder(_HourglassPart):
+class Decoder(HourglassPart):
     """The hourglass decoder: :class:`UpBlock2d` from the coarsest level up.
 
     Each step upsamples and concatenates ``[upsampled, skip]`` along channels,
@@ -499,7 +359,7 @@ class Decoder(_HourglassPart):
 
     def build(self, input_shape=None):
         for block in self.up_blocks:
-            block.build(_feature_shape(block.in_features))
+            block.build(feature_shape(block.in_features))
 
     def call(self, features, training=None):
         features = list(features)
@@ -511,7 +371,7 @@ class Decoder(_HourglassPart):
 
 
 @keras.saving.register_keras_serializable(package="kmt")
-class Hourglass(_HourglassPart):
+class Hourglass(HourglassPart):
     """U-Net of :class:`Encoder` and :class:`Decoder`: ``(B, H, W, in_features) -> (B, H, W, out_filters)``.
 
     ``out_filters = block_expansion + in_features``. ``H`` and ``W`` must be
@@ -526,8 +386,8 @@ class Hourglass(_HourglassPart):
         self.out_filters = self.decoder.out_filters
 
     def build(self, input_shape=None):
-        _check_channels(self, input_shape, self.in_features)
-        self.encoder.build(_feature_shape(self.in_features))
+        check_channels(self, input_shape, self.in_features)
+        self.encoder.build(feature_shape(self.in_features))
         self.decoder.build()
 
     def call(self, x, training=None):

@@ -10,6 +10,7 @@ import numpy as np
 from keras import ops
 
 from kmt import warping
+from kmt.coordinates import inverse_2x2
 # The perceptual network lives in kmt.vgg; these names stay importable from here.
 from kmt.vgg import (  # noqa: F401
     CAFFE_BGR_MEAN,
@@ -143,14 +144,6 @@ def equivariance_value_loss(kp_driving, kp_transformed, transform):
     return ops.mean(ops.abs(ops.subtract(kp_driving["value"], warped)))
 
 
-def _inverse_2x2(matrices):
-    a, b = matrices[..., 0, 0], matrices[..., 0, 1]
-    c, d = matrices[..., 1, 0], matrices[..., 1, 1]
-    det = a * d - b * c
-    inverse = ops.stack([ops.stack([d, -b], -1), ops.stack([-c, a], -1)], -2)
-    return inverse / det[..., None, None]
-
-
 def equivariance_jacobian_loss(kp_driving, kp_transformed, transform):
     """Mean |I - J_D^-1 (dT J_T)|: local affine frames must move with the frame (unweighted).
 
@@ -158,7 +151,7 @@ def equivariance_jacobian_loss(kp_driving, kp_transformed, transform):
     gives an infinite loss rather than a silently regularised one.
     """
     moved = ops.matmul(transform.jacobian(kp_transformed["value"]), kp_transformed["jacobian"])
-    product = ops.matmul(_inverse_2x2(kp_driving["jacobian"]), moved)
+    product = ops.matmul(inverse_2x2(kp_driving["jacobian"]), moved)
     return ops.mean(ops.abs(ops.eye(2, dtype=product.dtype) - product))
 
 

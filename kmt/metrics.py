@@ -25,6 +25,8 @@ unit is ``(W - 1) / 2`` pixels along x and ``(H - 1) / 2`` along y.
 
 import numpy as np
 
+from kmt.coordinates import pixels_per_unit
+
 __all__ = ["reconstruction_l1", "keypoint_distances", "average_keypoint_distance", "missing_keypoint_rate",
            "average_euclidean_distance"]
 
@@ -59,8 +61,7 @@ def _keypoint_args(generated, target, image_size):
 def keypoint_distances(generated, target, image_size):
     """Distances in pixels ``(..., K)`` between two sets of keypoints ``(..., K, 2)`` in [-1, 1]."""
     generated, target = _keypoint_args(generated, target, image_size)
-    h, w = image_size
-    scale = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    scale = pixels_per_unit(*image_size)
     return np.linalg.norm((generated.astype("float64") - target.astype("float64")) * scale, axis=-1)
 
 

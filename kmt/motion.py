@@ -16,6 +16,7 @@ identity motion, a zero heatmap):
 
 from keras import ops
 
+from kmt.coordinates import inverse_2x2
 from kmt.keypoints import KP_VARIANCE, kp2gaussian
 from kmt.warping import grid_sample, make_coordinate_grid
 
@@ -42,19 +43,6 @@ def _check_kp(kp, name):
             f"{tuple(jacobian.shape)}."
         )
     return kp
-
-
-def inverse_2x2(matrix):
-    """Inverse of each 2 x 2 matrix in ``(..., 2, 2)``, in closed form (no epsilon, like ``torch.inverse``).
-
-    A singular matrix gives infinities or NaNs, as the reference's would.
-    """
-    matrix = ops.convert_to_tensor(matrix)
-    a, b = matrix[..., 0, 0], matrix[..., 0, 1]
-    c, d = matrix[..., 1, 0], matrix[..., 1, 1]
-    det = a * d - b * c
-    adjugate = ops.stack([ops.stack([d, -b], axis=-1), ops.stack([-c, a], axis=-1)], axis=-2)
-    return adjugate / det[..., None, None]
 
 
 def relative_jacobians(kp_source, kp_driving):

@@ -9,6 +9,8 @@ reference's visualiser: keypoint ``k`` of ``K`` takes ``gist_rainbow(k / K)``.
 import numpy as np
 from keras import ops
 
+from kmt import coordinates
+
 __all__ = ["keypoint_colors", "to_pixels", "overlay_keypoints", "draw_keypoints_grid"]
 
 
@@ -21,10 +23,8 @@ def keypoint_colors(num_kp, colormap="gist_rainbow"):
 
 
 def to_pixels(keypoints, height, width):
-    """Normalised (x, y) -> pixel (column, row), same shape."""
-    keypoints = np.asarray(ops.convert_to_numpy(keypoints), dtype="float64")
-    scale = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
-    return (keypoints + 1.0) * scale
+    """Normalised (x, y) -> pixel (column, row), same shape, float64 (:func:`kmt.coordinates.to_pixels` of any tensor)."""
+    return coordinates.to_pixels(np.asarray(ops.convert_to_numpy(keypoints), dtype="float64"), height, width)
 
 
 def overlay_keypoints(image, keypoints, radius=None, colormap="gist_rainbow"):

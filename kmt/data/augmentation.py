@@ -27,6 +27,8 @@ not visible.
 
 import numpy as np
 
+from kmt.coordinates import to_normalized, to_pixels
+
 F32 = np.float32
 _PARAMS = {
     "flip_param": ("time_flip", "horizontal_flip"),
@@ -101,7 +103,7 @@ class Augmentation:
         clip = np.asarray(clip, F32)
         if clip.ndim != 4:
             raise ValueError(f"clip must be (T, H, W, C), got shape {clip.shape}")
-        kp = None if keypoints is None else _to_pixels(np.asarray(keypoints, np.float64), clip.shape[1:3])
+        kp = None if keypoints is None else to_pixels(np.asarray(keypoints, np.float64), *clip.shape[1:3])
         vis = None if keypoints is None else (np.ones(kp.shape[:2], bool) if visible is None
                                               else np.asarray(visible, bool).copy())
         if self.time_flip and rng.random() < 0.5:
@@ -128,17 +130,7 @@ class Augmentation:
             return clip
         h, w = clip.shape[1:3]
         vis &= (kp[..., 0] >= -0.5) & (kp[..., 0] <= w - 0.5) & (kp[..., 1] >= -0.5) & (kp[..., 1] <= h - 0.5)
-        return clip, _from_pixels(kp, (h, w)), vis
-
-
-def _to_pixels(kp, hw):
-    h, w = hw
-    return np.stack([(kp[..., 0] + 1) * (w - 1) / 2, (kp[..., 1] + 1) * (h - 1) / 2], -1)
-
-
-def _from_pixels(kp, hw):
-    h, w = hw
-    return np.stack([2 * kp[..., 0] / (w - 1) - 1, 2 * kp[..., 1] / (h - 1) - 1], -1).astype(F32)
+        return clip, to_normalized(kp, h, w).astype(F32), vis
 
 
 def _bilinear(clip, rows, cols, fill):

@@ -17,7 +17,14 @@ from kmt.layers import (
     TorchUniform,
     UpBlock2d,
     conv2d,
+)
+from kmt.fast_layers import (
     conv_nhwc,
+    conv_norm_relu,
+    convolution_dtype,
+    current_convolution_dtype,
+    folding_pays,
+    phases_pay,
     upsample_conv3x3,
 )
 
@@ -244,14 +251,14 @@ def test_get_config_round_trip(layer):
 
 
 def test_convolution_dtype_runs_the_product_in_bfloat16_and_restores_float32():
-    from kmt.layers import convolution_dtype
-
     rng = np.random.default_rng(11)
     x = rng.normal(size=(2, 9, 7, 5)).astype("float32")
     kernel = rng.normal(size=(3, 3, 5, 4)).astype("float32")
     exact = to_numpy(conv_nhwc(x, kernel, padding="same"))
     with convolution_dtype("bfloat16"):
+        assert current_convolution_dtype() == "bfloat16"
         fast = conv_nhwc(x, kernel, padding="same")
+    assert current_convolution_dtype() == "float32"
     assert keras.backend.standardize_dtype(fast.dtype) == "float32"
     relative = np.abs(to_numpy(fast) - exact).max() / np.abs(exact).max()
     assert 1e-5 < relative < 2e-2, relative
@@ -259,3 +266,67 @@ def test_convolution_dtype_runs_the_product_in_bfloat16_and_restores_float32():
     with pytest.raises(ValueError, match="`dtype` must be one of .*got 'float16'"):
         with convolution_dtype("float16"):
             pass
+
+
+def test_fast_paths_decide_by_size(rng):
+    conv = conv2d(4, 2, 3, 1)
+    conv.build((None, None, None, 4))
+    assert folding_pays(np.zeros((1, 6, 6, 4), "float32"), conv)  # 36 pixels >= 3 * 3 * 4 kernel taps
+    assert not folding_pays(np.zeros((1, 5, 7, 4), "float32"), conv)
+    assert phases_pay(np.zeros((1, 32, 32, 1), "float32")) and not phases_pay(np.zeros((1, 31, 32, 1), "float32"))
+
+
+@pytest.mark.parametrize("size", [(2, 3), (8, 8)], ids=["unfolded", "folded"])
+def test_conv_norm_relu_in_inference_is_the_layers_one_after_the_other(rng, size):
+    block = SameBlock2d(3, 4)
+    block.build((None, None, None, 3))
+    randomize(block, rng)
+    x = rng.normal(size=(2, *size, 3)).astype("float32")
+    fast = run(lambda a: conv_norm_relu(block.conv, block.norm, a, training=False), x)
+    plain = run(lambda a: keras.ops.relu(block.norm(block.conv(a), training=False)), x)
+    np.testing.assert_allclose(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_layers_still_export_the_names_that_moved():
+    import kmt.fast_layers
+    import kmt.layers
+
+    for name in ("Conv2D", "conv_nhwc", "convolution_dtype", "upsample_conv3x3", "batch_norm_affine",
+                 "fold_batch_norm"):
+        assert getattr(kmt.layers, name) is getattr(kmt.fast_layers, name), name
+        assert name in kmt.layers.__all__
+
+
+def kmt_private_names():
+    """Every ``_name`` kmt defines: functions, classes, methods, assigned names and attributes."""
+    import ast
+    import pathlib
+
+    import kmt
+
+    names = set()
+    for path in pathlib.Path(kmt.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_block_classes_use_no_private_kmt_name():
+    """The blocks are chapter 2's lesson: their code calls public functions (speed paths in kmt.fast_layers)."""
+    import inspect
+    import re
+
+    import kmt.layers
+
+    private = kmt_private_names()
+    assert "_native_conv" in private  # the scan sees kmt's private names
+    classes = [kmt.layers.BatchNorm, kmt.layers.ConvNormBlock, SameBlock2d, DownBlock2d, UpBlock2d, ResBlock2d,
+               kmt.layers.HourglassPart, Encoder, Decoder, Hourglass, TorchUniform]
+    for cls in classes:
+        used = set(re.findall(r"(?<![\w.])_[A-Za-z]\w*|(?<=\.)_[A-Za-z]\w*", inspect.getsource(cls)))
+        assert not used & private, (cls.__name__, sorted(used & private))
