@@ -3,11 +3,11 @@
 Given the source image and the keypoints of the source and driving frames,
 the network sees, for every slot ``k`` (slot 0 the background, then one per
 keypoint), the heatmap difference of Eq. (6) and the source warped by the
-keypoint's motion (Eq. 7). An hourglass turns them into
+keypoint's motion of Eq. (4) (Sec. 3.1). An hourglass turns them into
 
 * ``mask``: a softmax over the ``K + 1`` slots at every pixel, saying which
   keypoint's motion (or the background's) moves that pixel; the dense motion
-  is the mask-weighted sum of the sparse motions (Eq. 8);
+  is the mask-weighted sum of the sparse motions (Eq. 7);
 * ``occlusion_map`` (optional): a sigmoid map, near 0 where the driving frame
   shows something the source does not (Sec. 3.2).
 

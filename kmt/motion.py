@@ -11,7 +11,8 @@ identity motion, a zero heatmap):
   which tells each driving-frame pixel ``z`` where to read the source;
 * :func:`heatmap_representations`, Eq. (6): Gaussians at the driving
   keypoints minus Gaussians at the source keypoints;
-* :func:`deformed_sources`, Eq. (7): the source image warped by each ``T_k``.
+* :func:`deformed_sources`: the source image warped by each ``T_k`` of Eq. (4), the
+  inputs of the dense motion's Eq. (7) (Sec. 3.1).
 """
 
 from keras import ops
@@ -93,7 +94,7 @@ def heatmap_representations(spatial_size, kp_driving, kp_source, kp_variance=KP_
 
 
 def deformed_sources(source_image, motions, align_corners=True):
-    """Eq. (7): the source image warped by each motion of :func:`sparse_motions`.
+    """The source image warped by each motion of :func:`sparse_motions` (Eq. 4; an input of Eq. 7).
 
     Args:
         source_image: ``(B, h, w, C)``.
