@@ -120,17 +120,24 @@ PAGE_PROBLEMS = """() => {
   return {raw_tables, errors, overflow};
 }"""
 
-# The figure's corner pixels, drawn on a canvas: opaque and light.
+# The figure drawn on a canvas, sampled along a rectangle 5% of its size in from its edges (just
+# inside its rounded card; outside the card the figure may be transparent): every sample opaque,
+# and most of them light (the rest are lines and letters).
 OPAQUE_LIGHT_BACKGROUND = """(img) => {
   const canvas = document.createElement('canvas');
-  canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+  const [w, h] = [img.naturalWidth, img.naturalHeight];
+  canvas.width = w; canvas.height = h;
   const context = canvas.getContext('2d');
   context.drawImage(img, 0, 0);
-  const corners = [[2, 2], [canvas.width - 3, 2], [2, canvas.height - 3], [canvas.width - 3, canvas.height - 3]];
-  return corners.every(([x, y]) => {
-    const [r, g, b, a] = context.getImageData(x, y, 1, 1).data;
-    return a === 255 && r + g + b > 600;
-  });
+  const [x0, y0, x1, y1] = [0.05 * w, 0.05 * h, 0.95 * w, 0.95 * h].map(Math.round);
+  const samples = [];
+  for (let i = 0; i <= 20; i++) {
+    const x = Math.round(x0 + (x1 - x0) * i / 20), y = Math.round(y0 + (y1 - y0) * i / 20);
+    samples.push([x, y0], [x, y1], [x0, y], [x1, y]);
+  }
+  const pixels = samples.map(([x, y]) => context.getImageData(x, y, 1, 1).data);
+  const light = pixels.filter(([r, g, b]) => r + g + b > 600).length;
+  return pixels.every((p) => p[3] === 255) && light >= 0.8 * pixels.length;
 }"""
 
 

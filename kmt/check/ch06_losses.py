@@ -1,4 +1,4 @@
-"""Checkers for the exercises of chapter 6, "Training"."""
+"""Checkers for the exercises of chapter 6, "Losses and the discriminator"."""
 
 import numpy as np
 
