@@ -71,6 +71,7 @@ benchmarks: $(DEV_STAMP)
 	$(PY) benchmarks/animate_process.py --rounds 3 --phases $(OFFICIAL) $(if $(OFFICIAL_PYTHONPATH),--official-pythonpath $(OFFICIAL_PYTHONPATH))
 	$(PY) benchmarks/train_step.py $(OFFICIAL) $(OFFICIAL_SCRIPT)
 	$(PY) benchmarks/train_scale.py
+	$(PY) benchmarks/ablations.py --size 64 --steps 40 --seeds 1 --pairs 128 --full-seeds 1
 
 clean:
 	rm -rf _build
