@@ -54,12 +54,7 @@ def to_pixels(points, height, width):
     input becomes float64. ``-1`` maps to pixel 0 and ``+1`` to ``W - 1``
     (columns) or ``H - 1`` (rows).
     """
-    points = np.asarray(points)
-    if points.ndim == 0 or points.shape[-1] != 2:
-        raise ValueError(f"`points` must have shape (..., 2) holding (x, y); got shape {points.shape}.")
-    if not np.issubdtype(points.dtype, np.floating):
-        points = points.astype("float64")
-    scale = pixels_per_unit(height, width).astype(points.dtype)
+    points, scale = _pairs_and_scale(points, "points", "(x, y)", height, width)
     return (points + 1) * scale
 
 
@@ -69,13 +64,18 @@ def to_normalized(pixels, height, width):
     The inverse of :func:`to_pixels`: ``x = column / ((W - 1) / 2) - 1`` and
     likewise for ``y``. A floating array keeps its dtype, other input becomes float64.
     """
-    pixels = np.asarray(pixels)
-    if pixels.ndim == 0 or pixels.shape[-1] != 2:
-        raise ValueError(f"`pixels` must have shape (..., 2) holding (column, row); got shape {pixels.shape}.")
-    if not np.issubdtype(pixels.dtype, np.floating):
-        pixels = pixels.astype("float64")
-    scale = pixels_per_unit(height, width).astype(pixels.dtype)
+    pixels, scale = _pairs_and_scale(pixels, "pixels", "(column, row)", height, width)
     return pixels / scale - 1
+
+
+def _pairs_and_scale(values, name, holding, height, width):
+    """``values`` as a floating ``(..., 2)`` array, and :func:`pixels_per_unit` in its dtype."""
+    values = np.asarray(values)
+    if values.ndim == 0 or values.shape[-1] != 2:
+        raise ValueError(f"`{name}` must have shape (..., 2) holding {holding}; got shape {values.shape}.")
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype("float64")
+    return values, pixels_per_unit(height, width).astype(values.dtype)
 
 
 def inverse_2x2(matrix):
