@@ -14,11 +14,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(BOOK_STAMP): requirements.txt pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -r requirements.txt -e ".[faces]"
+$(BOOK_STAMP): requirements.txt requirements-export.txt pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt -e ".[faces]"
 	touch $@
 
-$(DEV_STAMP): requirements.txt requirements-dev.txt pyproject.toml | $(PY)
+$(DEV_STAMP): requirements.txt requirements-export.txt requirements-dev.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -r requirements-dev.txt -e ".[faces]"
 	touch $(BOOK_STAMP) $@
 

@@ -1,7 +1,9 @@
 """Seconds per animated frame of ``kmt.animation.Animator`` (what ``kmt animate`` runs) beside the official code.
 
 kmt's side is the animator ``kmt animate`` builds, :class:`kmt.animation.Animator` (compiled as it
-compiles: TensorFlow graphs, ``jax.jit``, PyTorch eager), timed on a whole clip by
+compiles: TensorFlow graphs, ``jax.jit``, PyTorch eager), and the ONNX Runtime animator of
+``kmt animate --runtime onnxruntime`` (:class:`kmt.onnx_runtime.OnnxAnimator`, on the graphs
+``kmt.export`` writes from the same weights), timed on a whole clip by
 ``Animator.animate(source, clip, relative=True, adapt_movement_scale=True)``; the official side is
 the loop of the official ``demo.py`` (``make_animation``: the source's keypoints and the first
 driving frame's once, then for every frame the driving keypoints, the official ``normalize_kp``
@@ -48,7 +50,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
-COMPILED_AS = {"tensorflow": "tf.function (as Animator compiles)", "jax": "jax.jit", "torch": "eager, no_grad"}
+COMPILED_AS = {"tensorflow": "tf.function (as Animator compiles)", "jax": "jax.jit", "torch": "eager, no_grad",
+               "onnxruntime": "the graphs of `kmt export`, ONNX Runtime on the CPU"}
 OFFICIAL = "official PyTorch"
 CACHED, EVERY = "cached", "every frame"
 SEED = 0
@@ -107,6 +110,41 @@ def kmt_worker(args):
                 key = {"backend": backend, "convolutions": convolutions, "encoder": CACHED if cache else EVERY,
                        "batch": batch}
                 _record(args, run, args.frames, key, f"{backend}-{convolutions}-{int(cache)}-{batch}-{args.round}.npy")
+
+
+def onnxruntime_worker(args):
+    """Time :class:`kmt.onnx_runtime.OnnxAnimator` (``kmt animate --runtime onnxruntime``) on the same weights.
+
+    The random weights are built as the other workers build them, saved as a .kmt and exported with
+    ``kmt.export`` (the export's seconds go to stderr; they are paid once per model, not per clip).
+    """
+    import time
+
+    import onnxruntime
+
+    from kmt import checkpoint, export
+    from kmt.config import load_config
+    from kmt.onnx_runtime import OnnxAnimator
+
+    harness.limit_threads(args.threads)
+    models = kmt_models(args.config)
+    source, driving = inputs(args.size, args.frames)
+    path = os.path.join(args.out, "weights.kmt")
+    checkpoint.save(path, load_config(args.config), models, align_corners=False, image_size=(args.size, args.size))
+    started = time.perf_counter()
+    export(os.path.join(args.out, "onnx"), checkpoint=path)
+    print(f"kmt.export: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    for cache in (True, False):
+        for batch in sorted({1, args.batch}):
+            animator = OnnxAnimator(os.path.join(args.out, "onnx"), batch_size=batch, threads=args.threads,
+                                    cache_source=cache)
+
+            def run(animator=animator):
+                return animator.animate(source[0], driving, relative=True, adapt_movement_scale=True)
+
+            key = {"backend": "onnxruntime", "convolutions": "float32", "encoder": CACHED if cache else EVERY,
+                   "batch": batch, "variant": f"onnxruntime {onnxruntime.__version__}, CPU"}
+            _record(args, run, args.frames, key, f"onnxruntime-{int(cache)}-{batch}-{args.round}.npy")
 
 
 def _official_imports(official_dir):
@@ -186,10 +224,11 @@ def measure(args):
         common += ["--bfloat16"] if args.bfloat16 else []
         jobs = [(["--worker", "official", "--official-dir", args.official_dir], "torch")] if args.official_dir else []
         jobs += [(["--worker", "kmt"], backend) for backend in args.backends]
+        jobs += [(["--worker", "onnxruntime"], "torch")] if args.onnxruntime else []
         for round_ in range(args.rounds):
             loads.append(harness.load_average())
             for argv, backend in jobs if round_ % 2 == 0 else jobs[::-1]:
-                name = "official" if "official" in argv else backend
+                name = "official" if "official" in argv else argv[1] if argv[1] == "onnxruntime" else backend
                 print(f"round {round_ + 1}: {name} ...", file=sys.stderr, flush=True)
                 for record in harness.run_worker(__file__, [*argv, *common, "--round", str(round_)], backend,
                                                  args.threads):
@@ -334,6 +373,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="times the whole sequence runs")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--bfloat16", action="store_true", help="also time kmt with bfloat16 convolutions")
+    parser.add_argument("--no-onnxruntime", dest="onnxruntime", action="store_false",
+                        help="leave out the ONNX Runtime rows (kmt export + OnnxAnimator)")
     parser.add_argument("--threads", type=int, help="intra-op threads of every framework, the official code's "
                         "included (default: each framework's own, i.e. all cores)")
     parser.add_argument("--official-dir", help="a checkout of the official first-order-model (outside this repository)")
@@ -342,7 +383,7 @@ def main():
                         help="the shared timing script of the official code (run when it exists and --official-dir "
                         "is given)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not write benchmarks/results/")
-    parser.add_argument("--worker", choices=("kmt", "official"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("kmt", "official", "onnxruntime"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -353,6 +394,8 @@ def main():
         return kmt_worker(args)
     if args.worker == "official":
         return official_worker(args)
+    if args.worker == "onnxruntime":
+        return onnxruntime_worker(args)
     if args.official_dir:
         args.official_dir = os.path.abspath(args.official_dir)
 

@@ -13,7 +13,9 @@ from the start of Python to the written video, on the same clip with the same we
 - the commands: ``python demo.py --config config/vox-256.yaml --checkpoint W.pth.tar --source_image
   S.png --driving_video D.mp4 --result_video O.mp4 --relative --adapt_scale --cpu`` (the official
   README's options) in the official checkout, and ``kmt animate --source S.png --driving D.mp4
-  --checkpoint W.kmt --out O.mp4 --relative --adapt-scale`` on each Keras backend asked for.
+  --checkpoint W.kmt --out O.mp4 --relative --adapt-scale`` on each Keras backend asked for, and the
+  same with ``--runtime onnxruntime --checkpoint ONNX_DIR`` on the graphs ``kmt export`` wrote from
+  W.kmt (exported once, before the rounds).
 
 Each command runs ``--rounds`` times, the sides interleaved (the order alternates by round); wall
 time and the peak resident memory of the command's whole process tree (``psutil``, polled every
@@ -50,6 +52,7 @@ SOURCE_FRAME = 60
 SEED = 0
 BACKENDS = ("tensorflow", "jax", "torch")
 OFFICIAL = "official demo.py"
+ONNX = "onnxruntime"
 # The `kmt` command installed beside this Python (what a user types), else the same through `python -m`.
 _SCRIPT = os.path.join(os.path.dirname(sys.executable), "kmt")
 KMT = [_SCRIPT] if os.path.isfile(_SCRIPT) else [sys.executable, "-m", "kmt.cli"]
@@ -142,6 +145,24 @@ def kmt_command(files, out, backend):
     return command, harness.worker_env(backend), harness.REPO
 
 
+def onnxruntime_command(files, out):
+    """``kmt animate --runtime onnxruntime`` on the folder ``kmt export`` wrote from the same .kmt."""
+    command = [*KMT, "animate", "--source", files["source"], "--driving", files["driving"], "--checkpoint",
+               files["onnx"], "--out", out, "--relative", "--adapt-scale", "--runtime", "onnxruntime"]
+    return command, harness.worker_env("tensorflow"), harness.REPO
+
+
+def export_weights(kmt_path, folder):
+    """``kmt export`` of the .kmt into ``folder/onnx``; the seconds it took (paid once per model)."""
+    target = os.path.join(folder, "onnx")
+    started = time.perf_counter()
+    proc = subprocess.run([*KMT, "export", "--checkpoint", kmt_path, "--out", target], env=harness.worker_env("torch"),
+                          capture_output=True, text=True, cwd=harness.REPO)
+    if proc.returncode:
+        raise RuntimeError(f"kmt export failed:\n{proc.stderr[-2000:]}")
+    return target, time.perf_counter() - started
+
+
 def official_command(files, out, official_dir, empty_torchvision, pythonpath=None):
     arguments = ["demo.py", "--config", "config/vox-256.yaml", "--checkpoint", files["official"], "--source_image",
                  files["source"], "--driving_video", files["driving"], "--result_video", out, "--relative",
@@ -210,6 +231,10 @@ def measure(args, folder):
     files = {"driving": driving, "source": source, "kmt": kmt_path, "official": official_path}
     empty_torchvision = bool(args.official_dir) and not torchvision_imports()
     sides = [(backend, lambda out, b=backend: kmt_command(files, out, b)) for backend in args.backends]
+    export_s = None
+    if args.onnxruntime:
+        files["onnx"], export_s = export_weights(kmt_path, folder)
+        sides.append((ONNX, lambda out: onnxruntime_command(files, out)))
     if args.official_dir:
         sides.insert(0, (OFFICIAL, lambda out: official_command(files, out, args.official_dir, empty_torchvision,
                                                                 args.official_pythonpath)))
@@ -237,8 +262,9 @@ def measure(args, folder):
         from kmt.data.video_io import read_video
 
         reference = read_video(runs[OFFICIAL][0]["out"])
-        for backend in args.backends:
-            agreement[backend] = psnr(read_video(runs[backend][0]["out"]), reference)
+        for name in runs:
+            if name != OFFICIAL:
+                agreement[name] = psnr(read_video(runs[name][0]["out"]), reference)
     phases = {}
     if args.phases:
         for backend in args.backends:
@@ -259,7 +285,7 @@ def measure(args, folder):
             rows[name]["memory_vs_official"] = harness.ratio_spread([r["peak_rss_mb"] for r in records],
                                                                     [o["peak_rss_mb"] for o in official])
     return {"clip": clip, "rows": rows, "agreement_psnr_db": agreement, "phases": phases, "load_averages": loads,
-            "empty_torchvision": empty_torchvision}
+            "empty_torchvision": empty_torchvision, "export_s": export_s}
 
 
 def report(summary):
@@ -283,7 +309,8 @@ def report(summary):
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in rows.items():
-        label = OFFICIAL if name == OFFICIAL else f"`kmt animate`, {name}"
+        label = OFFICIAL if name == OFFICIAL else "`kmt animate --runtime onnxruntime`" if name == ONNX else \
+            f"`kmt animate`, {name}"
         speed = harness.fmt_spread(row["speedup_vs_official"]) + "x" if "speedup_vs_official" in row else "1"
         memory = harness.fmt_spread(row["memory_vs_official"]) + "x" if "memory_vs_official" in row else "1"
         agreement = summary["agreement_psnr_db"].get(name)
@@ -292,6 +319,10 @@ def report(summary):
         lines.append(f"| {label} | {harness.fmt_spread(row['wall_s'], digits=1)} | {speed} | "
                      f"{harness.fmt_spread(row['cpu_s'], digits=1)} | {cpu} | "
                      f"{harness.fmt_spread(row['peak_rss_mb'], digits=0)} | {memory} | {agreement} |")
+    if summary.get("export_s") is not None:
+        lines += ["", f"`kmt animate --runtime onnxruntime` runs the graphs `kmt export` wrote from the same .kmt "
+                  f"before the rounds (the export took {summary['export_s']:.1f} s, paid once per model; not in "
+                  "the row). It starts Keras on TensorFlow only to read the clip and normalise the keypoints."]
     if summary.get("empty_torchvision"):
         lines += ["", "The installed `torchvision` does not import with this PyTorch, so the official demo ran with "
                   "an empty `torchvision` module in its place (it imports it without using it here); that saves "
@@ -313,6 +344,8 @@ def main():
                         help="Keras backends of kmt animate (default: tensorflow, kmt's default)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--phases", action="store_true", help="also profile kmt animate's phases once per backend")
+    parser.add_argument("--no-onnxruntime", dest="onnxruntime", action="store_false",
+                        help="leave out `kmt animate --runtime onnxruntime` (on graphs from `kmt export`)")
     parser.add_argument("--official-pythonpath", help="a folder added to PYTHONPATH of the official demo only: where "
                         "its requirements that kmt's environment lacks are installed (e.g. `pip install --target DIR "
                         "scikit-learn pandas tqdm ffmpeg-python`), so that they do not slow kmt's own imports")

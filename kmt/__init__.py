@@ -23,7 +23,8 @@ module                                     chapter
 
 Shared pieces: ``kmt.config`` (official YAML configs), ``kmt.checkpoint`` (the one
 checkpoint format, and :func:`kmt.checkpoint.load`, the one way to load a model),
-``kmt.archive`` (the zip files kmt writes), ``kmt.cli`` (the ``kmt`` command), ``kmt.compile``, ``kmt.media``, ``kmt.visualize``, ``kmt.book``
+``kmt.archive`` (the zip files kmt writes), ``kmt.onnx_export`` (:func:`kmt.export`, the
+model as ONNX graphs) and ``kmt.onnx_runtime`` (animating with them in ONNX Runtime), ``kmt.cli`` (the ``kmt`` command), ``kmt.compile``, ``kmt.media``, ``kmt.visualize``, ``kmt.book``
 (notebook sizes, the sample photograph), ``kmt.check`` (the exercise checkers).
 
 Submodules are imported on first use, so ``import kmt`` (and ``kmt --help``) is
@@ -37,9 +38,9 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "animation", "archive", "book", "check", "checkpoint", "cli", "compile", "config", "convert", "coordinates", "crop", "data", "dense_motion",
     "discriminator", "evaluation", "evaluator_training", "evaluators", "face_evaluators", "fast_layers", "generator", "keypoints", "layers", "losses", "media",
-    "metrics", "motion", "prepare", "pretrained", "sampling", "train_step", "training", "training_data", "visualize", "warping",
+    "metrics", "motion", "onnx_export", "onnx_runtime", "prepare", "pretrained", "sampling", "train_step", "training", "training_data", "visualize", "warping",
 }
-_SHORTCUTS = {"grid_sample": "warping", "make_coordinate_grid": "warping"}
+_SHORTCUTS = {"grid_sample": "warping", "make_coordinate_grid": "warping", "export": "onnx_export"}
 
 __all__ = sorted(_SUBMODULES | set(_SHORTCUTS))
 

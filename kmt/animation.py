@@ -324,15 +324,33 @@ def _is_path(value):
     return isinstance(value, (str, bytes)) or hasattr(value, "__fspath__")
 
 
-def _prepared(source, driving, checkpoint, max_frames, fit="crop"):
-    """The loaded checkpoint, the source ``(h, w, 3)`` and driving ``(T, h, w, 3)`` at its size, and the fps."""
-    from kmt.checkpoint import load
+def _loaded_model(checkpoint, runtime, batch_size, convolutions):
+    """The checkpoint loaded for ``runtime``: a :class:`kmt.checkpoint.Checkpoint` or an ``OnnxAnimator``."""
+    from kmt.onnx_runtime import RUNTIMES, OnnxAnimator, is_export_folder
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"`runtime` must be one of {RUNTIMES}; got {runtime!r}.")
+    if runtime == "keras":
+        from kmt.checkpoint import load
+
+        return load(checkpoint, networks=("kp_detector", "generator"))
+    if not is_export_folder(checkpoint):
+        raise ValueError("runtime 'onnxruntime' runs the graphs `kmt export` writes: `checkpoint` must be the folder "
+                         f"`kmt export --out` wrote (it holds kmt-export.json); got {checkpoint!r}.")
+    if convolutions != "float32":
+        raise ValueError(f"`convolutions` {convolutions!r} is for the Keras runtime; the ONNX graphs run in float32.")
+    return OnnxAnimator(checkpoint, batch_size=batch_size)
+
+
+def _prepared(source, driving, checkpoint, max_frames, fit="crop", runtime="keras", batch_size=8,
+              convolutions="float32"):
+    """The loaded model, the source ``(h, w, 3)`` and driving ``(T, h, w, 3)`` at its size, and the fps."""
     from kmt.media import FITS, fit_frames, read_frames_for_model, read_image
 
     if fit not in FITS:
         raise ValueError(f"`fit` must be one of {FITS}; got {fit!r}.")
 
-    loaded = load(checkpoint, networks=("kp_detector", "generator"))
+    loaded = _loaded_model(checkpoint, runtime, batch_size, convolutions)
     size = loaded.image_size or (256, 256)
     if max_frames is not None and (int(max_frames) != max_frames or max_frames < 1):
         raise ValueError(f"`max_frames` must be a whole number of at least 1 (or None for all); got {max_frames!r}.")
@@ -352,7 +370,10 @@ def _prepared(source, driving, checkpoint, max_frames, fit="crop"):
 
 def _run(loaded, source, driving, relative, adapt_movement_scale, find_best, batch_size, progress, convolutions,
          best_frame_landmarks):
-    animator = Animator(loaded.kp_detector, loaded.generator, batch_size=batch_size, convolutions=convolutions)
+    if isinstance(loaded, Animator):
+        animator = loaded
+    else:
+        animator = Animator(loaded.kp_detector, loaded.generator, batch_size=batch_size, convolutions=convolutions)
     best = None
     if find_best:
         best = best_driving_frame(animator, source, driving, landmarks=best_frame_landmarks)
@@ -363,7 +384,7 @@ def _run(loaded, source, driving, relative, adapt_movement_scale, find_best, bat
 
 def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scale=False, find_best=False,
             batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt", max_frames=None,
-            fit="crop"):
+            fit="crop", runtime="keras"):
     """Frames of ``source`` moving like ``driving``, in one call.
 
     Args:
@@ -383,12 +404,16 @@ def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scal
         fit: how images and frames of another aspect ratio than the model's meet it before
             the resize (:func:`kmt.media.fit_frames`): ``"crop"`` their centre (default),
             ``"pad"`` with black, or ``"stretch"``.
+        runtime: ``"keras"`` (default) or ``"onnxruntime"``: the graphs ``kmt export`` wrote,
+            run by ONNX Runtime (:class:`kmt.onnx_runtime.OnnxAnimator`); ``checkpoint`` is then
+            the folder ``kmt export --out`` wrote.
 
     Inputs of another size than the model's are fitted and resized (read from files, a notice says so).
     Returns ``(T, h, w, 3)`` float32 frames at the model's size.
     """
     _check_best_frame_options(find_best, best_frame_landmarks)
-    loaded, source, driving, _ = _prepared(source, driving, checkpoint, max_frames, fit)
+    loaded, source, driving, _ = _prepared(source, driving, checkpoint, max_frames, fit, runtime, batch_size,
+                                           convolutions)
     frames, _, _ = _run(loaded, source, driving, relative, adapt_movement_scale, find_best, batch_size, progress,
                         convolutions, best_frame_landmarks)
     return frames
@@ -396,7 +421,8 @@ def animate(source, driving, checkpoint=None, relative=True, adapt_movement_scal
 
 def animate_to_file(out, source, driving, checkpoint=None, relative=True, adapt_movement_scale=False,
                     find_best=False, batch_size=8, progress=None, convolutions="float32", best_frame_landmarks="kmt",
-                    max_frames=None, side_by_side=False, keypoints=False, fps=None, config=None, fit="crop"):
+                    max_frames=None, side_by_side=False, keypoints=False, fps=None, config=None, fit="crop",
+                    runtime="keras"):
     """:func:`animate`, then write the result as ``.mp4``, ``.mov`` or ``.gif`` (what ``kmt animate`` runs).
 
     Args:
@@ -406,6 +432,7 @@ def animate_to_file(out, source, driving, checkpoint=None, relative=True, adapt_
         fps: frames per second of the output (default: the driving video's, or 25).
         config: optionally, the config the checkpoint should have been trained with (a path,
             a shipped name or a dict); an error if its ``model_params`` differ.
+        runtime: ``"keras"`` or ``"onnxruntime"`` (see :func:`animate`).
         The other arguments are those of :func:`animate`.
 
     Returns ``(out, best)``: the path written, and the driving frame the animation started
@@ -416,7 +443,8 @@ def animate_to_file(out, source, driving, checkpoint=None, relative=True, adapt_
     if not str(out).lower().endswith((".mp4", ".mov", ".gif")):
         raise ValueError(f"`out` must end in .mp4, .mov or .gif; got {out!r}.")
     _check_best_frame_options(find_best, best_frame_landmarks)
-    loaded, source, driving, driving_fps = _prepared(source, driving, checkpoint, max_frames, fit)
+    loaded, source, driving, driving_fps = _prepared(source, driving, checkpoint, max_frames, fit, runtime,
+                                                     batch_size, convolutions)
     if config is not None:
         from kmt.config import load_config
 

@@ -57,7 +57,8 @@ def cmd_animate(args):
             adapt_movement_scale=args.adapt_scale, find_best=args.find_best_frame, batch_size=args.batch_size,
             progress=_progress("frames"), convolutions=args.convolutions,
             best_frame_landmarks=args.best_frame_landmarks, max_frames=args.max_frames,
-            side_by_side=args.side_by_side, keypoints=args.keypoints, fps=args.fps, config=args.config, fit=args.fit)
+            side_by_side=args.side_by_side, keypoints=args.keypoints, fps=args.fps, config=args.config, fit=args.fit,
+            runtime=args.runtime)
     except ImportError as error:
         raise UsageError(str(error).replace("`best_frame_landmarks`", "--best-frame-landmarks")) from None
     except ValueError as error:
@@ -76,7 +77,7 @@ def _flag_names(message, parser=None):
     for name, flag in (("landmarks='kmt'", "--best-frame-landmarks kmt"), ("`best_frame_landmarks`", "--best-frame-landmarks"), ("`find_best=True`", "--find-best-frame"),
                        ("`max_frames`", "--max-frames"), ("`batch_size`", "--batch-size"), ("`out`", "--out"),
                        ("`config`", "--config"), ("`checkpoint`", "--checkpoint"), ("`fit`", "--fit"),
-                       ("`data_root`", "--data")):
+                       ("`data_root`", "--data"), ("`convolutions`", "--convolutions"), ("`runtime`", "--runtime")):
         message = message.replace(name, flag)
     for action in parser._actions if parser is not None else ():
         flags = [option for option in action.option_strings if option.startswith("--")]
@@ -177,6 +178,18 @@ def cmd_convert(args):
         print(f"kmt convert: not carried over: {', '.join(described)} (the .kmt holds the weights of "
               f"{', '.join(models)}; `kmt train --init-from {args.out}` starts training from them with fresh "
               "optimizers)", file=sys.stderr)
+    print(args.out)
+
+
+# export ---------------------------------------------------------------------------------------
+def cmd_export(args):
+    _require_file(args.checkpoint, "--checkpoint")
+    from kmt.onnx_export import export
+
+    metadata = export(args.out, checkpoint=args.checkpoint, format=args.format, opset=args.opset)
+    for name, graph in metadata["graphs"].items():
+        print(f"{os.path.join(args.out, graph['file'])}: {name}, {len(graph['operators'])} operator types",
+              file=sys.stderr)
     print(args.out)
 
 
@@ -365,7 +378,10 @@ def build_parser():
                        description="Make SOURCE move like DRIVING and write the result as mp4 or gif.")
     p.add_argument("--source", required=True, help="source image (png, jpg, ...)")
     p.add_argument("--driving", required=True, help="driving video (mp4, gif, folder of frames, ...)")
-    p.add_argument("--checkpoint", help="a .kmt checkpoint (default: the model shipped with kmt)")
+    p.add_argument("--checkpoint", help="a .kmt checkpoint (default: the model shipped with kmt); with --runtime "
+                   "onnxruntime, the folder `kmt export --out` wrote")
+    p.add_argument("--runtime", choices=["keras", "onnxruntime"], default="keras",
+                   help="run the Keras models (default) or, with onnxruntime, the ONNX graphs of `kmt export`")
     p.add_argument("--config", help="optional: the config the checkpoint was trained with, to check it matches")
     p.add_argument("--out", required=True, help="result video (.mp4 or .gif)")
     p.add_argument("--relative", action="store_true", help="relative keypoint movement and Jacobians")
@@ -442,6 +458,15 @@ def build_parser():
     p.add_argument("--pytorch13", action="store_true",
                    help="sample with align_corners=False (the official code on PyTorch >= 1.3) instead of True")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="export the keypoint detector and the generator to ONNX",
+                       description="Write kp_detector.onnx, source_encoder.onnx, generator.onnx and kmt-export.json "
+                       "(what a runtime needs) into --out. Needs PyTorch, onnx and onnxscript; runs on PyTorch.")
+    p.add_argument("--checkpoint", help="a .kmt checkpoint (default: the model shipped with kmt)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="the format (onnx)")
+    p.add_argument("--opset", type=int, default=18, help="the ONNX opset, 18 or later (default 18)")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("synth", help="write a synthetic video dataset in the official layout")
     p.add_argument("--out", required=True, help="dataset folder (gets train/, test/, metadata.json)")

@@ -6,9 +6,11 @@ offline, or from a local build, would show raw TeX and empty widget areas. This 
 keeps pinned releases of those npm packages in a cache (``_build/vendor/`` beside the book,
 or ``$KMT_VENDOR_CACHE``), fetched once with ``npm pack`` (npm's own client, from the npm
 registry), points ``mathjax_path`` and ``nb_ipywidgets_js`` at copies under
-``_static/vendor/`` and writes those copies when the build finishes. Where npm is missing, or
-the registry cannot be reached on a first build, it says so and the pages keep the CDN
-addresses. Nothing is committed: the files (about 9 MB) are copied into each built site.
+``_static/vendor/`` and writes those copies when the build finishes. ONNX Runtime Web, which
+the page *Animate in your browser* runs the exported model with, is vendored the same way.
+Where npm is missing, or the registry cannot be reached on a first build, it says so and the
+pages keep the CDN addresses (and that page says it cannot run). Nothing is committed: the
+files (about 9 MB, and 44 MB of ONNX Runtime Web) are copied into each built site.
 """
 
 import os
@@ -28,6 +30,12 @@ PACKAGES = {
                                   "es5/ui", "es5/a11y", "LICENSE"]),
     "html-manager": ("@jupyter-widgets/html-manager@1.0.15", ["dist", "LICENSE"]),
     "requirejs": ("requirejs@2.3.8", ["require.js", "README.md"]),
+    # The page "Animate in your browser": ONNX Runtime Web, the WebAssembly build (the default) and
+    # the build with WebGPU (loaded only when the reader asks for it), each with its runtime.
+    "onnxruntime-web": ("onnxruntime-web@1.31.1", [
+        "dist/ort.wasm.min.mjs", "dist/ort-wasm-simd-threaded.mjs", "dist/ort-wasm-simd-threaded.wasm",
+        "dist/ort.webgpu.min.mjs", "dist/ort-wasm-simd-threaded.asyncify.mjs",
+        "dist/ort-wasm-simd-threaded.asyncify.wasm", "LICENSE"]),
 }
 SKIP_SUFFIXES = (".map", ".LICENSE.txt")
 SKIP_NAMES = {"embed.js", "libembed-amd.js"}

@@ -64,6 +64,9 @@ EXPECTED = {
     "kmt animate --source face.png --driving \"data/faces/test/id1000000#1000000\" --out result.mp4 --relative":
         "result.mp4",
     "kmt train --config synthetic-faces-64 --log-dir log/faces": "log/faces/last.kmt",
+    "kmt export --out faces-onnx": "faces-onnx",
+    "kmt animate --source face.png --driving \"data/faces/test/id1000000#1000000\" --relative --runtime onnxruntime "
+    "--checkpoint faces-onnx --out result-onnx.mp4": "result-onnx.mp4",
 }
 
 # Lines a backend prints at start-up; `kmt` keeps them off the terminal.
