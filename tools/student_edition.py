@@ -18,7 +18,10 @@ The chapters are the instructor version. In the student edition (``DIR/release/`
   cell takes its place, and other code cells inside a solution are removed;
 * cells tagged ``hidden-tests`` are removed (the grader puts them back);
 * every output is cleared, and the MyST exercise and admonition blocks become plain Markdown,
-  so the notebook reads well in Jupyter and Colab.
+  so the notebook reads well in Jupyter and Colab;
+* every kept cell keeps its id and metadata: the grader finds a student's exercise cells by their
+  ``kmt`` metadata, and leaves out a cell marked ``{"kmt": {"autograde": "skip"}}`` only while the
+  submission holds it with the instructor's id and source.
 
 ``DIR/autograder/`` holds ``autograde.py`` and ``source/`` (the instructor notebooks it reads the
 grading metadata and hidden tests from): see ``book/instructors.md``.

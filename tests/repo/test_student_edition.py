@@ -217,7 +217,7 @@ def test_markdown_of_the_student_edition():
 # ----------------------------------------------------------------------- grading, both ways
 
 def mini_chapter():
-    """A small instructor chapter with two graded exercises and a hidden test."""
+    """A small instructor chapter with two graded exercises, a hidden test and two cells the grader may skip."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
@@ -252,6 +252,8 @@ def mini_chapter():
         md("```{solution-start} ex-explore\n:class: dropdown\n```"),
         code("### BEGIN SOLUTION\nprint(my_identity_grid(1, 2))\n### END SOLUTION"),
         md("Words of the answer.\n```{solution-end}\n```"),
+        code('raise RuntimeError("a long demonstration that no exercise needs")', metadata={"kmt": {"autograde": "skip"}}),
+        code('demo = "a demonstration the student rewrites"', metadata={"kmt": {"autograde": "skip"}}),
     ]
     for index, cell in enumerate(cells):
         cell["id"] = f"c{index:03d}"
@@ -260,6 +262,9 @@ def mini_chapter():
 
 
 CLASSROOM = ROOT / "_build" / "classroom-test"
+# The chapters that train take minutes a run where the others take seconds: the grader starts its
+# submissions in the order given, so these go first and the two workers finish about together.
+SLOWEST_FIRST = ("09_real_videos", "07_training")
 EXERCISE_TIMEOUT = 15
 
 # Submissions that try to score without writing the exercise, each beside an honest solution.
@@ -322,6 +327,8 @@ def graded():
             cell.source = solutions["c004"]
         if cell["id"] == "c008":  # and the second, but in float64, which its hidden test rejects
             cell.source = solutions["c008"].replace('.astype("float32")', "")
+        if cell["id"] == "c016":  # and edits a cell the grader would skip, which must then run
+            cell.source = 'raise ValueError("an edited demonstration")'
     submissions = out / "submissions"
     (submissions / "cheats").mkdir(parents=True)
     nbformat.write(partial, submissions / "09_mini.ipynb")
@@ -331,6 +338,7 @@ def graded():
         nbformat.write(cheating_submission(release, ROOT / "book" / f"{name}.ipynb", sources), cheats[-1])
     runs = [str(p) for p in cheats + CHAPTERS] + [str(release / p.name) for p in CHAPTERS]
     runs.append(str(submissions / "09_mini.ipynb"))
+    runs.sort(key=lambda run: SLOWEST_FIRST.index(Path(run).stem) if Path(run).stem in SLOWEST_FIRST else len(SLOWEST_FIRST))
     report = out / "grades.json"
     completed = subprocess.run(
         [sys.executable, str(autograder / "autograde.py"), *runs, "--jobs", "2", "--json", str(report),
@@ -383,7 +391,23 @@ def test_a_partly_done_submission_gets_a_score_per_exercise(graded):
     feedback = nbformat.read(graded["out"] / "feedback" / "09_mini.ipynb", as_version=4)
     assert any("hidden-tests" in c.metadata.get("tags", []) for c in feedback.cells), "hidden tests are re-inserted"
     errors = [o for c in feedback.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert [e["ename"] for e in errors] == ["AssertionError", "NotImplementedError"]
+    assert [e["ename"] for e in errors] == ["AssertionError", "NotImplementedError", "ValueError"]  # not the skipped RuntimeError
+    (skipped,) = [c for c in feedback.cells if c.source.startswith("raise RuntimeError")]
+    assert [o.get("text") for o in skipped.outputs] == [autograde.SKIPPED_NOTE] and skipped.execution_count is None
+
+
+def test_only_an_unmarked_cell_may_be_skipped():
+    notebook = mini_chapter()
+    assert autograde.skipped_sources(notebook) == {
+        "c015": 'raise RuntimeError("a long demonstration that no exercise needs")',
+        "c016": 'demo = "a demonstration the student rewrites"',
+    }
+    notebook.cells[4].metadata["kmt"]["autograde"] = "skip"
+    with pytest.raises(ValueError, match="grades exercise 'ex-aff': it cannot be marked"):
+        autograde.skipped_sources(notebook)
+    notebook.cells[4].metadata["kmt"]["autograde"] = "yes"
+    with pytest.raises(ValueError, match="autograde must be 'skip'; got 'yes'"):
+        autograde.skipped_sources(notebook)
 
 
 def test_a_submission_of_an_unknown_chapter_is_reported_not_graded(tmp_path):
