@@ -23,7 +23,7 @@ time and the peak resident memory of the command's whole process tree (``psutil`
 ratios of runs in the same round. ``--phases`` also runs, once per backend, a profile of where the
 time and memory of ``kmt animate`` go (imports, loading weights, reading the clip, compiling,
 animating, writing). The official demo imports ``torchvision`` without using it in this path; where
-``torchvision`` is installed but cannot be imported (a build for another PyTorch), the official
+``torchvision`` is absent or cannot be imported (a build for another PyTorch), the official
 command is started with an empty ``torchvision`` module in its place, which saves it that import.
 
     python benchmarks/animate_process.py --official-dir ../official-fomm [--rounds 3]
@@ -175,11 +175,11 @@ def official_command(files, out, official_dir, empty_torchvision, pythonpath=Non
 
 
 def torchvision_imports():
-    """Whether ``import torchvision`` works in a fresh process (absent counts as working: demo.py then fails)."""
+    """Whether ``import torchvision`` works in a fresh process (``False`` when it is not installed)."""
     import importlib.util
 
     if importlib.util.find_spec("torchvision") is None:
-        return True
+        return False
     return subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode == 0
 
 
@@ -324,7 +324,7 @@ def report(summary):
                   f"before the rounds (the export took {summary['export_s']:.1f} s, paid once per model; not in "
                   "the row). It starts Keras on TensorFlow only to read the clip and normalise the keypoints."]
     if summary.get("empty_torchvision"):
-        lines += ["", "The installed `torchvision` does not import with this PyTorch, so the official demo ran with "
+        lines += ["", "`torchvision` is not installed or does not import with this PyTorch, so the official demo ran with "
                   "an empty `torchvision` module in its place (it imports it without using it here); that saves "
                   "the official side the import."]
     for backend, marks in summary.get("phases", {}).items():
