@@ -187,8 +187,9 @@ def score_submission(result, references, feedback_dir=None):
         lines = ["## Grades", ""] + [f"**Exercise {e['number']}** ({e['score']:g} / {e['points']:g}):\n\n```text\n"
                                      f"{e['report']}\n```\n" for e in result["exercises"]]
         notebook.cells.append(nbformat.v4.new_markdown_cell("\n".join(lines)))
-        Path(feedback_dir).mkdir(parents=True, exist_ok=True)
-        nbformat.write(notebook, Path(feedback_dir) / Path(result["submission"]).name)
+        target = Path(feedback_dir) / result.get("feedback_name", Path(result["submission"]).name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(notebook, target)
     result.pop("runs")
     result.pop("failed_hidden")
     return result
@@ -351,10 +352,28 @@ def read_submission(path, source_dir):
     return result, graded_notebook(submission, hidden, skip), hidden
 
 
+def feedback_names(paths):
+    """``{path: name of its feedback notebook}``: the file name, or, where several submissions share
+    it (``submissions/ada/01.ipynb``, ``submissions/bob/01.ipynb``), their path below the folder
+    they share (``ada/01.ipynb``, ``bob/01.ipynb``), so that no student's feedback replaces another's."""
+    by_name = {}
+    for path in paths:
+        by_name.setdefault(Path(path).name, []).append(Path(path).resolve())
+    names = {}
+    for name, group in by_name.items():
+        common = Path(os.path.commonpath([p.parent for p in group])) if len(set(group)) > 1 else None
+        for path, resolved in zip((p for p in paths if Path(p).name == name), group):
+            names[str(path)] = str(resolved.relative_to(common)) if common else name
+    return names
+
+
 def grade_all(paths, source_dir, timeout=DEFAULT_TIMEOUT, exercise_timeout=DEFAULT_EXERCISE_TIMEOUT, jobs=1,
               feedback_dir=None):
     """Grade every submission; return their results (dicts with the chapter, the exercises' scores, any problem)."""
     read = [read_submission(p, source_dir) for p in paths]
+    names = feedback_names(paths)
+    for result, _, _ in read:
+        result["feedback_name"] = names[str(result["submission"])]
     chapters = {r["chapter"]: r["exercises"] for r, notebook, _ in read if notebook is not None}
     folder = Path(tempfile.mkdtemp(prefix="kmt-grading-"))
     try:

@@ -457,3 +457,14 @@ def test_patching_kmt_in_the_notebook_does_not_change_the_expected_answers(grade
     patched = scores["ex-nearest"]
     assert patched["score"] == 0 and patched["passed"] == 0, patched
     assert "largest error" in patched["report"], patched
+
+
+def test_feedback_of_submissions_that_share_a_name_keeps_their_folders(graded):
+    names = autograde.feedback_names(["subs/ada/01.ipynb", "subs/bob/01.ipynb", "subs/bob/02.ipynb"])
+    assert names == {"subs/ada/01.ipynb": str(Path("ada/01.ipynb")), "subs/bob/01.ipynb": str(Path("bob/01.ipynb")),
+                     "subs/bob/02.ipynb": "02.ipynb"}
+    feedback = graded["out"] / "feedback"
+    for path in CHAPTERS:  # graded as written and as the student edition: two notebooks, neither replaced
+        written = sorted(p.relative_to(feedback) for p in feedback.rglob(path.name))
+        cheated = path.stem in ("01_coordinates_and_warping", "02_keypoints_as_heatmaps")  # and a cheating copy
+        assert len(written) == (3 if cheated else 2), written
