@@ -24,6 +24,7 @@ ALLOWED = {
     "animation.py": (3, "torch.no_grad around eager PyTorch inference; face-alignment's device (a PyTorch package)"),
     "convert.py": (1, "reads official FOMM checkpoints (.pth.tar) with torch.load"),
     "vgg.py": (1, "reads torchvision VGG19 weights (.pth) with torch.load"),
+    "onnx_export.py": (2, "traces the models with torch.onnx.export: in process on PyTorch, else in a PyTorch subprocess"),
 }
 IMPORT = re.compile(r"^\s*(?:import|from)\s+(?:torch|jax|jaxlib|tensorflow)\b", re.M)
 _BACKEND_CALL = r"(?:keras\.backend\.backend|keras\.config\.backend|backend\.name)\(\)"
