@@ -132,6 +132,8 @@ def skipped_sources(notebook):
             raise ValueError(f"cell {index}: kmt metadata autograde must be {SKIP!r}; got {meta['autograde']!r}")
         if "exercise" in meta:
             raise ValueError(f"cell {index} grades exercise {meta['exercise']!r}: it cannot be marked autograde {SKIP!r}")
+        if HIDDEN_TAG in cell.get("metadata", {}).get("tags", []):
+            raise ValueError(f"cell {index} is a hidden test: it cannot be marked autograde {SKIP!r}")
         marked[cell.get("id")] = cell.source
     return marked
 
@@ -356,14 +358,14 @@ def feedback_names(paths):
     """``{path: name of its feedback notebook}``: the file name, or, where several submissions share
     it (``submissions/ada/01.ipynb``, ``submissions/bob/01.ipynb``), their path below the folder
     they share (``ada/01.ipynb``, ``bob/01.ipynb``), so that no student's feedback replaces another's."""
-    by_name = {}
+    folders = {}
     for path in paths:
-        by_name.setdefault(Path(path).name, []).append(Path(path).resolve())
+        folders.setdefault(Path(path).name, set()).add(Path(path).resolve().parent)
     names = {}
-    for name, group in by_name.items():
-        common = Path(os.path.commonpath([p.parent for p in group])) if len(set(group)) > 1 else None
-        for path, resolved in zip((p for p in paths if Path(p).name == name), group):
-            names[str(path)] = str(resolved.relative_to(common)) if common else name
+    for path in paths:
+        shared = folders[Path(path).name]
+        common = Path(os.path.commonpath(sorted(shared))) if len(shared) > 1 else None
+        names[str(path)] = str(Path(path).resolve().relative_to(common)) if common else Path(path).name
     return names
 
 

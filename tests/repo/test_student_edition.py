@@ -408,6 +408,10 @@ def test_only_an_unmarked_cell_may_be_skipped():
     notebook.cells[4].metadata["kmt"]["autograde"] = "yes"
     with pytest.raises(ValueError, match="autograde must be 'skip'; got 'yes'"):
         autograde.skipped_sources(notebook)
+    hidden = next(c for c in mini_chapter().cells if "hidden-tests" in c.metadata.get("tags", []))
+    hidden.metadata["kmt"] = {"autograde": "skip"}
+    with pytest.raises(ValueError, match="is a hidden test: it cannot be marked autograde 'skip'"):
+        autograde.skipped_sources(nbformat.v4.new_notebook(cells=[hidden]))
 
 
 def test_a_submission_of_an_unknown_chapter_is_reported_not_graded(tmp_path):
