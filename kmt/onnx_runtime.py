@@ -4,7 +4,7 @@
 keypoints, encode the source once, generate a frame) run the exported graphs in ONNX Runtime
 instead of the Keras models; the relative keypoint normalisation, the best-frame search and
 the batching are the Animator's own, so both produce the same frames (to the export's
-tolerance, measured in tests/unit/test_export.py).
+tolerance, measured in tests/unit/test_onnx_export.py).
 """
 
 import os
@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from kmt.animation import Animator
-from kmt.onnx_export import read_export
+from kmt.onnx_export import METADATA_FILE, read_export
 
 __all__ = ["OnnxAnimator", "RUNTIMES", "is_export_folder"]
 
@@ -21,8 +21,6 @@ RUNTIMES = ("keras", "onnxruntime")
 
 def is_export_folder(path):
     """Whether ``path`` is a folder written by ``kmt export`` (it holds ``kmt-export.json``)."""
-    from kmt.onnx_export import METADATA_FILE
-
     return isinstance(path, (str, os.PathLike)) and os.path.isfile(os.path.join(os.fspath(path), METADATA_FILE))
 
 
